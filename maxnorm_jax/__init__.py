@@ -1,0 +1,43 @@
+"""maxnorm_jax: Keras-style weight constraints as Optax gradient transformations.
+
+    import optax, maxnorm_jax as mnj
+    tx = optax.chain(optax.adam(1e-4), mnj.max_norm(3.0))
+
+Each constraint rewrites the updates so that ``params + updates`` satisfies it,
+so it needs ``params`` in ``tx.update`` and belongs last in a chain.
+"""
+
+from maxnorm_jax._neurons import neuron_norms
+from maxnorm_jax._projections import (
+    project_max_norm,
+    project_min_max_norm,
+    project_non_neg,
+    project_unit_norm,
+)
+from maxnorm_jax._selection import path_to_str, paths_matching
+from maxnorm_jax._transforms import (
+    NonNegState,
+    NormConstraintState,
+    max_norm,
+    min_max_norm,
+    non_neg,
+    unit_norm,
+)
+
+__version__ = "0.1.0"
+
+__all__ = (
+    "NonNegState",
+    "NormConstraintState",
+    "max_norm",
+    "min_max_norm",
+    "neuron_norms",
+    "non_neg",
+    "path_to_str",
+    "paths_matching",
+    "project_max_norm",
+    "project_min_max_norm",
+    "project_non_neg",
+    "project_unit_norm",
+    "unit_norm",
+)
