@@ -1,0 +1,73 @@
+"""The article's convolutional network, in Flax NNX.
+
+``Conv(128, 3x3, VALID) -> relu`` three times, flatten, ``Dense(1024) -> relu``,
+``Dense(10)`` logits (the softmax lives in the loss). With the default widths it
+has 88,914,698 parameters, the number Keras prints for the article's model.
+
+Keras initialises kernels with ``glorot_uniform`` and biases with zeros, while
+Flax defaults to ``lecun_normal`` kernels; we initialise like Keras. Attribute
+names fix the parameter paths: the big dense kernel is ``dense1/kernel``, which
+is what :func:`maxnorm_jax.paths_matching` selects in the article's recipe.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+__all__ = ["CNN", "IMAGE_SHAPE", "NUM_CLASSES", "count_params"]
+
+IMAGE_SHAPE = (32, 32, 3)
+NUM_CLASSES = 10
+
+
+class CNN(nnx.Module):
+  """Three VALID 3x3 convolutions, then two dense layers.
+
+  Args:
+    conv_features: channels of each convolution (the article: 128).
+    dense_features: width of the hidden dense layer (the article: 1024).
+    num_classes: number of logits.
+    dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters
+      are always float32.
+    rngs: the random streams used for initialisation.
+  """
+
+  def __init__(
+      self,
+      *,
+      conv_features: int = 128,
+      dense_features: int = 1024,
+      num_classes: int = NUM_CLASSES,
+      dtype: jnp.dtype = jnp.float32,
+      rngs: nnx.Rngs,
+  ):
+    keras_init = dict(
+        kernel_init=nnx.initializers.glorot_uniform(),
+        bias_init=nnx.initializers.zeros_init(),
+        dtype=dtype,
+        param_dtype=jnp.float32,
+        rngs=rngs,
+    )
+    conv = dict(kernel_size=(3, 3), padding="VALID", **keras_init)
+    self.conv1 = nnx.Conv(IMAGE_SHAPE[-1], conv_features, **conv)
+    self.conv2 = nnx.Conv(conv_features, conv_features, **conv)
+    self.conv3 = nnx.Conv(conv_features, conv_features, **conv)
+    side = IMAGE_SHAPE[0] - 3 * 2  # Each VALID 3x3 convolution trims 2 pixels.
+    self.dense1 = nnx.Linear(side * side * conv_features, dense_features, **keras_init)
+    self.dense2 = nnx.Linear(dense_features, num_classes, **keras_init)
+
+  def __call__(self, images: jax.Array) -> jax.Array:
+    """Maps images ``[batch, 32, 32, 3]`` (floats in [0, 1]) to float32 logits."""
+    x = nnx.relu(self.conv1(images))
+    x = nnx.relu(self.conv2(x))
+    x = nnx.relu(self.conv3(x))
+    x = x.reshape(x.shape[0], -1)  # Flattens in (height, width, channel) order, as Keras does.
+    x = nnx.relu(self.dense1(x))
+    return self.dense2(x).astype(jnp.float32)
+
+
+def count_params(params) -> int:
+  """Number of scalars in a parameter pytree."""
+  return sum(x.size for x in jax.tree.leaves(params))
