@@ -1,0 +1,108 @@
+"""What does max_norm add to a train step? Adam alone vs Adam + max_norm, A/B.
+
+Both steps train the article's CNN on one synthetic CIFAR-shaped batch held on
+the device, so only the optimizer differs. The two variants are timed in
+interleaved rounds in one process (this machine is noisy), and the report
+gives, per batch size, the median step time of each and the median and spread
+(min..max) of the per-round ratio B/A.
+
+    python -m benchmarks.constraint_overhead                    # article: Dense(1024) kernel only
+    python -m benchmarks.constraint_overhead --constrain all --batch-sizes 128 --rounds 9
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import platform
+import statistics
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import nnx
+
+import maxnorm_jax as mnj
+from experiments.cifar10.models import CNN
+
+
+def _train_step(graphdef, tx):
+  def step(params, opt_state, images, labels):
+    def loss_fn(p):
+      logits = nnx.merge(graphdef, p)(images)
+      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
+    grads = jax.grad(loss_fn)(params)
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state
+  return jax.jit(step, donate_argnums=(0, 1))
+
+
+def measure(batch_size: int, rounds: int, steps: int, constrain: str, dtype: str
+            ) -> dict[str, object]:
+  graphdef, state = nnx.split(CNN(dtype=jnp.dtype(dtype), rngs=nnx.Rngs(0)))
+  params0 = nnx.to_pure_dict(state)
+  mask = mnj.paths_matching(r"^dense1/kernel$") if constrain == "dense1" else None
+  variants = {
+      "adam": optax.adam(1e-4),
+      "adam+max_norm": optax.chain(optax.adam(1e-4), mnj.max_norm(3.0, mask=mask)),
+  }
+  key = jax.random.key(1)
+  images = jax.random.uniform(key, (batch_size, 32, 32, 3), jnp.float32)
+  labels = jax.random.randint(key, (batch_size,), 0, 10)
+  runs = {}
+  for name, tx in variants.items():
+    params = jax.tree.map(jnp.copy, params0)
+    step = _train_step(graphdef, tx)
+    opt_state = tx.init(params)
+    params, opt_state = step(params, opt_state, images, labels)  # compile + warm up
+    jax.block_until_ready(params)
+    runs[name] = [step, params, opt_state, []]
+  for _ in range(rounds):
+    for name, run in runs.items():
+      step, params, opt_state, times = run
+      start = time.perf_counter()
+      for _ in range(steps):
+        params, opt_state = step(params, opt_state, images, labels)
+      jax.block_until_ready(params)
+      times.append((time.perf_counter() - start) / steps)
+      run[1], run[2] = params, opt_state
+  base, constrained = runs["adam"][3], runs["adam+max_norm"][3]
+  ratios = [b / a for a, b in zip(base, constrained)]
+  return {
+      "batch": batch_size,
+      "adam_ms": 1e3 * statistics.median(base),
+      "max_norm_ms": 1e3 * statistics.median(constrained),
+      "overhead_median": statistics.median(ratios) - 1,
+      "overhead_min": min(ratios) - 1,
+      "overhead_max": max(ratios) - 1,
+      "img_per_s": batch_size / statistics.median(base),
+  }
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(description=__doc__,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--batch-sizes", type=int, nargs="+", default=[32, 128, 512])
+  parser.add_argument("--rounds", type=int, default=7, help="interleaved A/B rounds")
+  parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
+  parser.add_argument("--constrain", choices=["dense1", "all"], default="dense1")
+  parser.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
+  args = parser.parse_args(argv)
+  if min(args.batch_sizes) < 1 or args.rounds < 1 or args.steps < 1:
+    parser.error("--batch-sizes, --rounds and --steps must be positive")
+  print(f"# constraint overhead | {datetime.date.today()} | jax {jax.__version__} | "
+        f"{jax.devices()[0].device_kind} x{jax.device_count()} | {platform.processor() or platform.machine()}"
+        f" | constrain={args.constrain} dtype={args.dtype} rounds={args.rounds} steps={args.steps}")
+  print("| batch | Adam ms/step | Adam+max_norm ms/step | overhead (median) | spread (min..max) |")
+  print("|---|---|---|---|---|")
+  for batch in args.batch_sizes:
+    r = measure(batch, args.rounds, args.steps, args.constrain, args.dtype)
+    print(f"| {r['batch']} | {r['adam_ms']:.0f} | {r['max_norm_ms']:.0f} | "
+          f"{100 * r['overhead_median']:+.1f}% | {100 * r['overhead_min']:+.1f}% .. "
+          f"{100 * r['overhead_max']:+.1f}% |", flush=True)
+
+
+if __name__ == "__main__":
+  main()
