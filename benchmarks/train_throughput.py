@@ -1,8 +1,10 @@
 """Train-step throughput of the article's network: our variants and peers, in one run.
 
 Each variant trains the article's CNN (88.9M parameters; Adam + max-norm on the
-Dense(1024) kernel) on a synthetic CIFAR-shaped batch. All variants are timed
-in interleaved rounds in one process, so machine noise hits them alike; the
+Dense(1024) kernel) on a synthetic CIFAR-shaped batch. Every variant lives in
+its own worker process (Keras picks its backend once per process), built and
+warmed up first; then one command times them in interleaved rounds, one
+worker at a time while the others wait, so machine noise hits them alike. The
 table gives median img/s and the ratio to the first variant.
 
 Variants:
@@ -11,32 +13,39 @@ Variants:
   jax-im2col-bf16  the same, bfloat16 compute, float32 params and Adam state
   torch            PyTorch eager, Adam, then torch.renorm on the Dense(1024) weight
   keras-jax        Keras 3 on its JAX backend, Adam, MaxNorm(3) (needs keras)
+  keras-tf         Keras 3 on TensorFlow (needs tensorflow; --tf-python may name
+                   the interpreter of another environment that has it)
 
     python -m benchmarks.train_throughput --batch-size 128 --rounds 5
-    python -m benchmarks.train_throughput --variants jax-xla-f32 jax-im2col-f32
+    python -m benchmarks.train_throughput --variants jax-im2col-f32 keras-tf \\
+        --tf-python /path/to/venv-with-tensorflow/bin/python
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import os
 import platform
 import statistics
+import subprocess
+import sys
 import time
 from collections.abc import Callable
 
-import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
-from flax import nnx
-
-import maxnorm_jax as mnj
-from experiments.cifar10.models import CNN
 
 
 def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
   """A closure that runs one Flax train step (and blocks until it is done)."""
+  import jax  # noqa: PLC0415 -- imported in the worker that needs it
+  import jax.numpy as jnp  # noqa: PLC0415
+  import optax  # noqa: PLC0415
+  from flax import nnx  # noqa: PLC0415
+
+  import maxnorm_jax as mnj  # noqa: PLC0415
+  from experiments.cifar10.models import CNN  # noqa: PLC0415
+
   graphdef, state = nnx.split(CNN(conv_impl=conv_impl, dtype=jnp.dtype(dtype),
                                   rngs=nnx.Rngs(0)))
   params = nnx.to_pure_dict(state)
@@ -87,9 +96,8 @@ def torch_variant(batch: int) -> Callable[[], None]:
   return run
 
 
-def keras_variant(batch: int) -> Callable[[], None]:
-  import os  # noqa: PLC0415
-  os.environ.setdefault("KERAS_BACKEND", "jax")
+def keras_variant(backend: str, batch: int) -> Callable[[], None]:
+  os.environ["KERAS_BACKEND"] = backend
   import keras  # noqa: PLC0415 -- optional peer
 
   model = keras.Sequential([
@@ -116,8 +124,51 @@ VARIANTS: dict[str, Callable[[int], Callable[[], None]]] = {
     "jax-im2col-f32": lambda b: jax_variant("im2col", "float32", b),
     "jax-im2col-bf16": lambda b: jax_variant("im2col", "bfloat16", b),
     "torch": torch_variant,
-    "keras-jax": keras_variant,
+    "keras-jax": lambda b: keras_variant("jax", b),
+    "keras-tf": lambda b: keras_variant("tensorflow", b),
 }
+
+
+def worker(variant: str, batch: int) -> None:
+  """Builds one variant, says ``ready``, then answers ``run N`` with seconds/step."""
+  run = VARIANTS[variant](batch)
+  run()  # compile and warm up
+  print("ready", flush=True)
+  for line in sys.stdin:
+    steps = int(line.split()[1])
+    start = time.perf_counter()
+    for _ in range(steps):
+      run()
+    print((time.perf_counter() - start) / steps, flush=True)
+
+
+class Worker:
+  """The parent's handle on one variant's process."""
+
+  def __init__(self, variant: str, batch: int, python: str):
+    self.variant = variant
+    self.proc = subprocess.Popen(
+        [python, "-m", "benchmarks.train_throughput", "--worker", variant,
+         "--batch-size", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    if self._read() != "ready":
+      raise RuntimeError(f"variant {variant} failed to start (see its error above)")
+
+  def _read(self) -> str:
+    line = self.proc.stdout.readline().strip()
+    if not line:
+      self.proc.wait()
+      raise RuntimeError(f"variant {self.variant} exited with code {self.proc.returncode}")
+    return line
+
+  def time(self, steps: int) -> float:
+    self.proc.stdin.write(f"run {steps}\n")
+    self.proc.stdin.flush()
+    return float(self._read())
+
+  def close(self) -> None:
+    self.proc.stdin.close()
+    self.proc.wait(timeout=60)
 
 
 def main(argv=None) -> None:
@@ -128,25 +179,33 @@ def main(argv=None) -> None:
   parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
   parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                       default=["jax-xla-f32", "jax-im2col-f32", "jax-im2col-bf16", "torch"])
+  parser.add_argument("--tf-python", default=sys.executable,
+                      help="Python interpreter for keras-tf (an environment with tensorflow)")
+  parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
     parser.error("--batch-size, --rounds and --steps must be positive")
+  if args.worker:
+    worker(args.worker, args.batch_size)
+    return
 
-  runs = {}
-  for name in args.variants:
-    runs[name] = VARIANTS[name](args.batch_size)
-    runs[name]()  # compile and warm up
-  times: dict[str, list[float]] = {name: [] for name in runs}
-  for _ in range(args.rounds):
-    for name, run in runs.items():
-      start = time.perf_counter()
-      for _ in range(args.steps):
-        run()
-      times[name].append((time.perf_counter() - start) / args.steps)
+  workers = []
+  try:
+    for name in args.variants:
+      python = args.tf_python if name == "keras-tf" else sys.executable
+      workers.append(Worker(name, args.batch_size, python))
+    times: dict[str, list[float]] = {w.variant: [] for w in workers}
+    for _ in range(args.rounds):
+      for w in workers:
+        times[w.variant].append(w.time(args.steps))
+  finally:
+    for w in workers:
+      w.close()
 
+  import jax  # noqa: PLC0415
   print(f"# train-step throughput | {datetime.date.today()} | jax {jax.__version__} | "
         f"{platform.machine()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
-        f"{args.rounds} rounds x {args.steps} steps, interleaved")
+        f"{args.rounds} rounds x {args.steps} steps, interleaved, one process per variant")
   first = args.variants[0]
   print(f"| variant | s/step (median) | img/s | ratio to {first} (median, min..max) |")
   print("|---|---|---|---|")

@@ -141,7 +141,7 @@ def neuron_norms(params: PyTree, *, axis: Axis = None, mask: Mask = None) -> PyT
   owner = "neuron_norms"
   check_axis(axis, owner=owner)
   paths, leaves, selected, treedef = selected_leaves(params, mask, owner=owner)
-  out = []
+  out: list[jax.Array | None] = []
   for path, leaf, chosen in zip(paths, leaves, selected):
     if not chosen:
       out.append(None)

@@ -23,8 +23,13 @@ import numpy as np
 
 from maxnorm_jax import _hyperparams
 from maxnorm_jax._neurons import (
-    Axis, accumulation_dtype, check_axis, check_float_leaf, reduction_axes,
-    squared_norms)
+  Axis,
+  accumulation_dtype,
+  check_axis,
+  check_float_leaf,
+  reduction_axes,
+  squared_norms,
+)
 from maxnorm_jax._selection import Mask, selected_leaves
 
 PyTree = Any

@@ -152,7 +152,7 @@ def selected_leaves(params: PyTree, mask: Mask, *, owner: str
   try:
     expanded = jax.tree.map(
         lambda flag, subtree: jax.tree.map(lambda _: flag, subtree), mask_tree, params)
-    flags = treedef.flatten_up_to(expanded)
+    flags = treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
   except (ValueError, TypeError) as e:
     raise ValueError(
         f"{owner}: the mask does not match the params. The mask must have the "

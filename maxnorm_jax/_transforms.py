@@ -25,7 +25,12 @@ import optax
 from maxnorm_jax import _hyperparams
 from maxnorm_jax._neurons import Axis, check_axis, check_float_leaf, reduction_axes
 from maxnorm_jax._projections import (
-    Scalar, Shell, check_min_max, nonneg_update_leaf, project_update_leaf)
+  Scalar,
+  Shell,
+  check_min_max,
+  nonneg_update_leaf,
+  project_update_leaf,
+)
 from maxnorm_jax._selection import KeyPath, Mask, selected_leaves
 
 PyTree = Any
@@ -126,7 +131,7 @@ def _norm_constraint(shell: Shell, axis: Axis, mask: Mask, owner: str
       outside_counts.append(jnp.sum(outside, dtype=jnp.int32))
       maxima.append(jnp.max(norms).astype(jnp.float32))
       total += outside.size
-    fraction = (sum(outside_counts) / total).astype(jnp.float32)
+    fraction = jnp.sum(jnp.stack(outside_counts)).astype(jnp.float32) / total
     largest = jnp.max(jnp.stack(maxima))
     return (jax.tree_util.tree_unflatten(treedef, new_updates),
             NormConstraintState(fraction, largest))
@@ -149,7 +154,10 @@ def max_norm(max_value: Scalar = 3.0, *, axis: Axis = None, mask: Mask = None
   ``MaxNorm`` instead multiplies every neuron by
   :math:`\min(\lVert w\rVert, c) / (\lVert w\rVert + 10^{-7})`, which shrinks
   neurons inside the ball by a relative :math:`10^{-7}/\lVert w\rVert`; the
-  two agree to that tolerance. The constraint was popularised with dropout
+  two agree to that tolerance. (The *updates* are exact; inside one jitted
+  step, XLA may still round ``params + updates`` differently than it would
+  without the constraint, e.g. by fusing it into a multiply-add.) The
+  constraint was popularised with dropout
   (Srivastava et al., 2014), with :math:`c` of 3 or 4.
 
   The transformation needs ``params`` and belongs last in a chain.
@@ -317,7 +325,7 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
       new_updates.append(new_update)
       counts.append(jnp.sum(negative, dtype=jnp.int32))
       total += negative.size
-    fraction = (sum(counts) / total).astype(jnp.float32)
+    fraction = jnp.sum(jnp.stack(counts)).astype(jnp.float32) / total
     return jax.tree_util.tree_unflatten(treedef, new_updates), NonNegState(fraction)
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,6 +1,5 @@
 """End to end: train_and_evaluate through the real tfds code path, resume, bad checkpoints."""
 
-import functools
 import hashlib
 import json
 import pathlib
@@ -8,8 +7,6 @@ import pathlib
 import jax
 import numpy as np
 import pytest
-import tensorflow_datasets as tfds
-from tensorflow_datasets.testing import mocking
 
 from experiments.cifar10 import CheckpointError, get_config, train_and_evaluate
 from experiments.cifar10.checkpoints import Checkpoints
@@ -22,16 +19,6 @@ REAL_DATA_DIR = pathlib.Path(__file__).resolve().parents[2] / "shared" / "tensor
 # train 240 = 7 full batches of 32 and a partial one of 16.
 TINY = dict(conv_features=4, dense_features=16, batch_size=32, val_size=60,
             train_subset=None, eval_subset=None, eval_batch_size=50)
-
-
-@pytest.fixture
-def mock_cifar10(monkeypatch):
-  """tfds.testing.mock_data: tfds's real data_source code path, random examples."""
-  # tfds 4.9.10's mock binds `_getitems` without `self`, so the batched
-  # `__getitems__` read raises TypeError; `self` is unused for decoded examples.
-  monkeypatch.setattr(mocking, "_getitems", functools.partial(mocking._getitems, None))
-  with tfds.testing.mock_data(num_examples=300, policy=tfds.testing.MockPolicy.USE_CODE):
-    yield
 
 
 def _restore(workdir, config, epoch):

@@ -6,7 +6,8 @@ from Python, ``train_and_evaluate(get_config("smoke"), workdir)``.
 Modules, as in Flax's examples: :mod:`.configs` (presets), :mod:`.models`,
 :mod:`.input_pipeline`, :mod:`.optimizer`, :mod:`.train`, plus
 :mod:`.metrics`, :mod:`.checkpoints` and :mod:`.records` for what a run
-measures and writes.
+measures and writes, and :mod:`.parallel` for data parallelism over every
+device of every host (see TPU_SETUP.md).
 """
 
 from experiments.cifar10.checkpoints import CheckpointError

@@ -17,9 +17,10 @@ from typing import Any
 from experiments.cifar10.checkpoints import CheckpointError
 from experiments.cifar10.configs import PRESETS, Config, get_config
 from experiments.cifar10.input_pipeline import DataUnavailableError
+from experiments.cifar10.parallel import ParallelConfigError, initialize_distributed
 from experiments.cifar10.train import train_and_evaluate
 
-__all__ = ["build_parser", "main", "parse_config"]
+__all__ = ["build_parser", "main", "parse_config", "parse_distributed"]
 
 
 _KIND_NAMES = {int: "an integer", float: "a number"}
@@ -63,6 +64,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--learning-rate", dest="learning_rate", type=_number(float))
   p.add_argument("--lr-decay", dest="lr_decay", type=_number(float, allow_zero=True),
                  help="Keras legacy decay: lr / (1 + decay * step)")
+  p.add_argument("--optimizer", choices=("adam", "sgd"),
+                 help="adam (the article) or sgd with --momentum")
+  p.add_argument("--momentum", type=_number(float, allow_zero=True),
+                 help="SGD momentum (default 0.9; only with --optimizer sgd)")
   norm = p.add_mutually_exclusive_group()
   norm.add_argument("--max-norm", dest="max_norm", type=_number(float), metavar="C",
                     help="max-norm bound c (default 3.0)")
@@ -79,9 +84,37 @@ def build_parser() -> argparse.ArgumentParser:
                  help="evaluate on the first N validation and test examples only")
   p.add_argument("--conv-features", dest="conv_features", type=_number(int),
                  help="convolution channels (the article: 128)")
+  p.add_argument("--conv-impl", dest="conv_impl", choices=("auto", "xla", "im2col"),
+                 help="convolutions: im2col + matmul (auto's choice on CPU) or XLA's own")
   p.add_argument("--dense-features", dest="dense_features", type=_number(int),
                  help="hidden dense width (the article: 1024)")
+  p.add_argument("--log-every", dest="log_every", type=_number(int, allow_zero=True),
+                 metavar="N", help="write steps.jsonl every N optimizer steps (default 0: off)")
+  scale = p.add_argument_group("scaling out (data parallel; see TPU_SETUP.md)")
+  scale.add_argument("--num-devices", dest="num_devices", type=_number(int), metavar="N",
+                     help="train on the first N devices (default: every device of every process)")
+  scale.add_argument("--shard-dense1", dest="shard_dense1", choices=("in", "out"),
+                     help="split the Dense(1024) kernel and its optimizer state over the "
+                          "devices along this axis (FSDP-style; default: replicate)")
+  scale.add_argument("--distributed", action="store_true", default=False,
+                     help="join a multi-process job (jax.distributed.initialize); on Cloud TPU "
+                          "pod slices JAX finds the other hosts itself")
+  scale.add_argument("--coordinator-address", dest="coordinator_address", metavar="HOST:PORT",
+                     default=None, help="process 0's address (or $JAX_COORDINATOR_ADDRESS)")
+  scale.add_argument("--num-processes", dest="num_processes", type=_number(int), default=None,
+                     help="number of processes (or $JAX_NUM_PROCESSES)")
+  scale.add_argument("--process-id", dest="process_id", type=_number(int, allow_zero=True),
+                     default=None, help="this process's index, 0 to N-1 (or $JAX_PROCESS_ID)")
   return p
+
+
+_DISTRIBUTED_FLAGS = ("coordinator_address", "num_processes", "process_id")
+
+
+def parse_distributed(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
+  """The arguments of ``parallel.initialize_distributed``, or None without --distributed."""
+  args = vars(build_parser().parse_args(argv))
+  return {k: args[k] for k in _DISTRIBUTED_FLAGS} if args["distributed"] else None
 
 
 def parse_config(argv: Sequence[str] | None = None) -> tuple[Config, str, bool]:
@@ -89,6 +122,10 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[Config, str, bool]:
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   preset, workdir, resume = args.pop("preset"), args.pop("workdir"), args.pop("resume")
+  distributed = {k: args.pop(k) for k in ("distributed", *_DISTRIBUTED_FLAGS)}
+  given = [k for k in _DISTRIBUTED_FLAGS if distributed[k] is not None]
+  if given and not distributed["distributed"]:
+    parser.error(f"--{given[0].replace('_', '-')} needs --distributed")
   try:
     config = get_config(preset, **args)
   except (TypeError, ValueError) as e:
@@ -99,9 +136,12 @@ def parse_config(argv: Sequence[str] | None = None) -> tuple[Config, str, bool]:
 def main(argv: Sequence[str] | None = None) -> int:
   """Runs the command; returns the exit code."""
   config, workdir, resume = parse_config(argv)
+  distributed = parse_distributed(argv)
   try:
+    if distributed is not None:
+      initialize_distributed(**distributed)  # Before anything else touches JAX.
     train_and_evaluate(config, workdir, resume=resume)
-  except (DataUnavailableError, CheckpointError) as e:
+  except (DataUnavailableError, CheckpointError, ParallelConfigError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

@@ -24,7 +24,8 @@ import tensorflow_datasets as tfds
 
 __all__ = [
     "Batch", "DataUnavailableError", "Split", "Splits", "batch_at", "epoch_order",
-    "eval_order", "load_splits", "num_batches", "split_indices", "to_device",
+    "eval_order", "load_splits", "num_batches", "open_source", "read_examples",
+    "split_indices", "to_device",
 ]
 
 _READ_CHUNK = 5000  # Examples decoded per `__getitems__` call (batched array_record reads).
@@ -76,23 +77,38 @@ def _missing_data_message(name: str, data_dir: str | None, cause: BaseException)
   )
 
 
-def _read_split(name: str, split: str, data_dir: str | None, download: bool) -> Split:
-  """Decodes one tfds split into uint8 images and int32 labels."""
+def open_source(name: str, split: str, data_dir: str | None, download: bool):
+  """tfds's random-access data source of one split; nothing is decoded yet.
+
+  Raises:
+    DataUnavailableError: the data is missing and could not be obtained.
+  """
   try:
     if not download:  # Without this check tfds blames the file format of a missing data set.
       builder = tfds.builder(name, data_dir=data_dir)
       if not builder.is_prepared():
         raise FileNotFoundError(f"no prepared copy in {builder.data_dir} (--no-download)")
-    source = tfds.data_source(name, split=split, data_dir=data_dir, download=download)
+    return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
   except Exception as e:  # tfds raises many kinds: missing files, no TF, no network.
     raise DataUnavailableError(_missing_data_message(name, data_dir, e)) from e
-  n = len(source)
+
+
+def read_examples(source, indices: np.ndarray) -> Split:
+  """Decodes the examples ``indices`` of a data source (in that order) into uint8
+  images and int32 labels. A multi-host run reads only its own share this way."""
+  indices = [int(i) for i in indices]
   images, labels = [], []
-  for start in range(0, n, _READ_CHUNK):
-    examples = source.__getitems__(list(range(start, min(start + _READ_CHUNK, n))))
+  for start in range(0, len(indices), _READ_CHUNK):
+    examples = source.__getitems__(indices[start:start + _READ_CHUNK])
     images.extend(ex["image"] for ex in examples)
     labels.extend(ex["label"] for ex in examples)
   return Split(np.stack(images).astype(np.uint8), np.asarray(labels, np.int32))
+
+
+def _read_split(name: str, split: str, data_dir: str | None, download: bool) -> Split:
+  """Decodes one tfds split into uint8 images and int32 labels."""
+  source = open_source(name, split, data_dir, download)
+  return read_examples(source, np.arange(len(source)))
 
 
 def _take(split: Split, index: np.ndarray) -> Split:

@@ -16,7 +16,10 @@ import optax
 
 import maxnorm_jax as mnj
 
-__all__ = ["accumulate", "batch_sums", "neuron_norm_stats", "summarise", "telemetry", "zeros"]
+__all__ = [
+    "accumulate", "batch_sums", "finite_or_none", "neuron_norm_stats", "summarise", "telemetry",
+    "zeros",
+]
 
 Totals = dict[str, jax.Array]
 # Telemetry that `maxnorm_jax.max_norm` leaves in its state after each update.
@@ -60,7 +63,7 @@ def accumulate(totals: Totals, step: Totals) -> Totals:
   return out
 
 
-def _finite_or_none(x: Any) -> float | None:
+def finite_or_none(x: Any) -> float | None:
   """A JSON-friendly float: non-finite values (a diverged run) become None."""
   x = float(x)
   return x if math.isfinite(x) else None
@@ -70,12 +73,12 @@ def summarise(totals: Totals, prefix: str) -> dict[str, float | None]:
   """Host-side means of a pass: ``{prefix}loss``, ``{prefix}accuracy`` and telemetry."""
   t = {name: float(value) for name, value in jax.device_get(totals).items()}
   out = {
-      f"{prefix}loss": _finite_or_none(t["loss"] / t["count"]),
+      f"{prefix}loss": finite_or_none(t["loss"] / t["count"]),
       f"{prefix}accuracy": t["correct"] / t["count"],
   }
   if "fraction_at_bound" in t:
-    out["fraction_at_bound"] = _finite_or_none(t["fraction_at_bound"] / t["steps"])
-    out["largest_norm"] = _finite_or_none(t["largest_norm"])
+    out["fraction_at_bound"] = finite_or_none(t["fraction_at_bound"] / t["steps"])
+    out["largest_norm"] = finite_or_none(t["largest_norm"])
   return out
 
 
@@ -95,4 +98,4 @@ def neuron_norm_stats(params: Any) -> dict[str, dict[str, float | None]]:
   """Largest and mean incoming-weight norm of the neurons of every kernel,
   e.g. ``{"dense1/kernel": {"max": 3.0, "mean": 1.2}, ...}``."""
   stats = jax.device_get(_norm_stats(params))
-  return {layer: {k: _finite_or_none(v) for k, v in s.items()} for layer, s in stats.items()}
+  return {layer: {k: finite_or_none(v) for k, v in s.items()} for layer, s in stats.items()}

@@ -2,30 +2,49 @@
 
 * ``config.json``: the :class:`~experiments.cifar10.configs.Config` of the run.
 * ``metrics.jsonl``: one JSON object per epoch.
+* ``steps.jsonl``: one JSON object per logged step (``Config.log_every``).
 * ``summary.json``: test results and run facts, written at the end.
 
 Non-finite numbers (a diverged run) are written as ``null``, so every file is
-strict JSON.
+strict JSON. In a multi-process run only process 0 writes (the others' calls
+do nothing), so each file is written once.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import pathlib
 from typing import Any
 
+import jax
+
 from experiments.cifar10.configs import Config
 
-__all__ = ["append_metrics", "read_metrics", "truncate_metrics", "write_config", "write_summary"]
+__all__ = [
+    "append_metrics", "append_step", "read_metrics", "read_steps", "truncate_metrics",
+    "truncate_steps", "write_config", "write_summary",
+]
 
-CONFIG, METRICS, SUMMARY = "config.json", "metrics.jsonl", "summary.json"
+CONFIG, METRICS, SUMMARY, STEPS = "config.json", "metrics.jsonl", "summary.json", "steps.jsonl"
 
 
+def _primary_only(write):
+  """Makes a writer a no-op outside process 0 of a multi-process run."""
+  @functools.wraps(write)
+  def wrapper(*args, **kwargs):
+    if jax.process_index() == 0:
+      write(*args, **kwargs)
+  return wrapper
+
+
+@_primary_only
 def write_config(workdir: pathlib.Path, config: Config) -> None:
   """Writes ``config.json``."""
   (workdir / CONFIG).write_text(json.dumps(config.to_json(), indent=2, allow_nan=False) + "\n")
 
 
+@_primary_only
 def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
   """Appends one epoch's row to ``metrics.jsonl``."""
   with open(workdir / METRICS, "a") as f:
@@ -40,6 +59,7 @@ def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+@_primary_only
 def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
   """Drops rows after ``last_epoch`` (epochs a resumed run will redo)."""
   rows = read_metrics(workdir)
@@ -48,6 +68,31 @@ def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
     (workdir / METRICS).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
+@_primary_only
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   """Writes ``summary.json``."""
   (workdir / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+
+
+@_primary_only
+def append_step(workdir: pathlib.Path, row: dict[str, Any]) -> None:
+  """Appends one logged step's row to ``steps.jsonl``."""
+  with open(workdir / STEPS, "a") as f:
+    f.write(json.dumps(row, allow_nan=False) + "\n")
+
+
+def read_steps(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """All rows of ``steps.jsonl`` ([] if it does not exist)."""
+  path = workdir / STEPS
+  if not path.exists():
+    return []
+  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+@_primary_only
+def truncate_steps(workdir: pathlib.Path, last_step: int) -> None:
+  """Drops rows after optimizer step ``last_step`` (steps a resumed run will redo)."""
+  rows = read_steps(workdir)
+  kept = [row for row in rows if row["step"] <= last_step]
+  if len(kept) != len(rows):
+    (workdir / STEPS).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))

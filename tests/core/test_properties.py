@@ -1,10 +1,10 @@
 """Property-based tests of max_norm over shapes, ranks, dtypes and scales."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import maxnorm_jax as mnj

@@ -167,3 +167,21 @@ def test_project_max_norm_equals_the_transformation():
   np.testing.assert_allclose(np.asarray(new["kernel"]), np.asarray(projected["kernel"]),
                              rtol=1e-6)
   assert projected["bias"] is params["bias"]
+
+
+@pytest.mark.uses_optax_optimizers
+def test_inside_a_jitted_train_step_the_updates_stay_bit_identical_to_adams():
+  rng = np.random.default_rng(0)
+  params = {"w1": jnp.asarray(rng.normal(size=(32, 16)) * 0.1, jnp.float32),
+            "w2": jnp.asarray(rng.normal(size=(16, 4)) * 0.1, jnp.float32)}
+  x = jnp.asarray(rng.normal(size=(8, 32)), jnp.float32)
+
+  def updates_of(tx):
+    @jax.jit
+    def step(params, state):
+      grads = jax.grad(lambda p: jnp.sum(jnp.tanh(x @ p["w1"]) @ p["w2"]))(params)
+      return tx.update(grads, state, params)[0]
+    return step(params, tx.init(params))
+
+  assert_trees_all_equal(updates_of(optax.chain(optax.adam(1e-2), mnj.max_norm(100.0))),
+                         updates_of(optax.adam(1e-2)))

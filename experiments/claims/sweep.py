@@ -1,0 +1,161 @@
+"""Runs an experiment's sweep: skips complete runs, resumes partial ones.
+
+A run lives in ``<runs_dir>/<budget>/<schedule>/<run name>/`` (the pipeline's
+workdir). Its state is read from disk, so a sweep can be stopped at any time
+and started again with the same command:
+
+* ``complete``: ``summary.json`` is there and ``config.json`` matches the
+  run's config: skipped.
+* ``partial``: ``config.json`` matches but there is no summary yet: trained
+  with ``resume=True`` (from the last checkpoint, or from scratch if it died
+  in its first epoch).
+* ``new``: nothing there yet: trained.
+
+A directory whose ``config.json`` differs from the run's config is never
+overwritten: the sweep stops before training anything and says which.
+Checkpoints (about 1 GB each for the article's network) of a complete run
+are deleted unless ``keep_checkpoints``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+import shutil
+from collections.abc import Callable
+from typing import Any, Literal
+
+from experiments.cifar10 import configs, records
+from experiments.cifar10.configs import Config
+from experiments.cifar10.train import train_and_evaluate
+from experiments.claims.budgets import Budget
+from experiments.claims.host import write_host
+from experiments.claims.specs import Experiment, RunSpec
+
+__all__ = ["PlannedRun", "RunConflictError", "plan_sweep", "run_status", "run_sweep",
+           "workdir_of"]
+
+Status = Literal["complete", "partial", "new"]
+
+
+
+class RunConflictError(RuntimeError):
+  """A run's directory holds a run with another config; the message says which."""
+
+
+@dataclasses.dataclass(frozen=True)
+class PlannedRun:
+  """A run of a sweep, where it lives, and its status before the sweep."""
+  spec: RunSpec
+  workdir: pathlib.Path
+  status: Status
+
+
+def workdir_of(runs_dir: str | pathlib.Path, budget: Budget, experiment: Experiment,
+               spec: RunSpec) -> pathlib.Path:
+  """``<runs_dir>/<budget>/<schedule>/<run name>``."""
+  return pathlib.Path(runs_dir) / budget.name / experiment.schedule / spec.name
+
+
+def _what_was_trained(config: Config) -> dict[str, Any]:
+  """The pipeline's identity fields (not where the data is, nor the device layout), and
+  the number of epochs: a complete run of fewer epochs is not this run."""
+  return {**configs.identity_fields(config), "epochs": config.epochs}
+
+
+def run_status(workdir: pathlib.Path, config: Config) -> Status:
+  """Whether ``workdir`` holds a complete or partial run of ``config``, or none.
+
+  Raises:
+    RunConflictError: ``workdir`` holds a run of another config.
+  """
+  config_file = workdir / records.CONFIG
+  if not config_file.exists():
+    if (workdir / records.SUMMARY).exists():
+      raise RunConflictError(f"{workdir} has a summary.json but no config.json; it is not a "
+                             f"run this sweep made. Move it away.")
+    return "new"
+  saved = json.loads(config_file.read_text())
+  try:  # Fields added to Config after the run was made take their defaults.
+    saved_config = Config(**saved)
+  except (TypeError, ValueError) as e:
+    raise RunConflictError(f"{config_file} is not a config this code can read ({e}). "
+                           f"Move {workdir} away to rerun it.") from e
+  ours, theirs = _what_was_trained(config), _what_was_trained(saved_config)
+  if ours != theirs:
+    diff = ", ".join(f"{k}: on disk {theirs[k]!r} vs sweep {ours[k]!r}"
+                     for k in sorted(ours) if ours[k] != theirs[k])
+    raise RunConflictError(f"{workdir} holds a run with a different config ({diff}). Nothing "
+                           f"was changed; move it away, or use another --runs-dir.")
+  return "complete" if (workdir / records.SUMMARY).exists() else "partial"
+
+
+def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path
+               ) -> list[PlannedRun]:
+  """Every run of ``experiment`` under ``budget`` with its status.
+
+  Raises:
+    RunConflictError: one or more run directories hold other configs (all are named).
+  """
+  planned, conflicts = [], []
+  for spec in experiment.runs(budget):
+    workdir = workdir_of(runs_dir, budget, experiment, spec)
+    try:
+      planned.append(PlannedRun(spec, workdir, run_status(workdir, spec.config)))
+    except RunConflictError as e:
+      conflicts.append(str(e))
+  if conflicts:
+    raise RunConflictError("\n".join(conflicts))
+  return planned
+
+
+def _drop_checkpoints(workdir: pathlib.Path) -> None:
+  if (workdir / "checkpoints").exists():
+    shutil.rmtree(workdir / "checkpoints")
+
+
+def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path, *,
+              data_dir: str | None = None, keep_checkpoints: bool = False,
+              max_runs: int | None = None, train: Callable[..., Any] = train_and_evaluate,
+              log: Callable[[str], None] = print) -> list[PlannedRun]:
+  """Trains every run of ``experiment`` that is not complete yet, one after another.
+
+  Args:
+    experiment: the experiment (see :mod:`.specs`).
+    budget: its budget (see :mod:`.budgets`).
+    runs_dir: root of the run directories.
+    data_dir: tfds data directory passed to every run.
+    keep_checkpoints: keep complete runs' checkpoints (default: delete them).
+    max_runs: train at most this many runs (resumed or new), in plan order,
+      then stop; None: all. For fitting a sweep into a time window.
+    train: ``train(config, workdir, resume=...)``; the pipeline's
+      ``train_and_evaluate`` unless a test replaces it.
+    log: where progress lines go.
+
+  Returns:
+    The plan, with each run's status before the sweep.
+
+  Raises:
+    RunConflictError: before anything trains, if a run directory holds another config.
+  """
+  if max_runs is not None and max_runs < 1:
+    raise ValueError(f"max_runs must be >= 1 or None, got {max_runs}.")
+  plan = plan_sweep(experiment, budget, runs_dir)
+  counts = {s: sum(p.status == s for p in plan) for s in ("complete", "partial", "new")}
+  log(f"{experiment.key} | budget {budget.name} | {len(plan)} runs: {counts['complete']} "
+      f"complete (skipped), {counts['partial']} to resume, {counts['new']} to start")
+  trained = 0
+  for i, run in enumerate(plan, 1):
+    if run.status != "complete" and max_runs is not None and trained == max_runs:
+      log(f"stopping after {trained} runs (max_runs); the rest stay for the next sweep")
+      break
+    if run.status != "complete":
+      trained += 1
+      log(f"[{i}/{len(plan)}] {run.spec.name} ({run.status}) -> {run.workdir}")
+      config = dataclasses.replace(run.spec.config, data_dir=data_dir)
+      train(config, run.workdir, resume=True)  # resume=True also starts a fresh run.
+      write_host(run.workdir)
+    if not keep_checkpoints:
+      _drop_checkpoints(run.workdir)
+  return plan

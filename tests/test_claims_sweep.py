@@ -1,0 +1,137 @@
+"""The claims sweep driver: which runs it trains, skips, resumes or refuses to touch."""
+
+import dataclasses
+import json
+import pathlib
+
+import pytest
+
+from experiments.cifar10 import records
+from experiments.claims import EXPERIMENTS, Budget, RunConflictError, run_sweep
+from experiments.claims.report import render_report
+from experiments.claims.results import load_result
+from experiments.claims.specs import Experiment
+from experiments.claims.sweep import plan_sweep, workdir_of
+from tests.test_cifar10_train import TINY
+
+TINY_BUDGET = Budget(
+    name="tiny", description="tiny network, fake data", short_description="tiny, every step",
+    regular=dict(epochs=1, learning_rate=1e-4, **TINY),
+    short=dict(epochs=1, log_every=1, **TINY))
+
+
+class FakeTrain:
+  """Stands in for train_and_evaluate: writes what a finished run leaves behind."""
+
+  def __init__(self):
+    self.calls = []
+
+  def __call__(self, config, workdir, *, resume):
+    self.calls.append((pathlib.Path(workdir).name, resume))
+    workdir = pathlib.Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    records.write_config(workdir, config)
+    (workdir / "checkpoints" / "1").mkdir(parents=True, exist_ok=True)
+    (workdir / "checkpoints" / "1" / "state").write_bytes(b"weights")
+    records.write_summary(workdir, {"test_accuracy": 0.5})
+
+
+def _sweep(tmp_path, experiment="e1", **kwargs):
+  fake = FakeTrain()
+  plan = run_sweep(EXPERIMENTS[experiment], TINY_BUDGET, tmp_path, train=fake,
+                   log=lambda _: None, **kwargs)
+  return fake, plan
+
+
+def test_a_second_sweep_skips_every_complete_run(tmp_path):
+  fake, plan = _sweep(tmp_path)
+  assert len(fake.calls) == 6 and {p.status for p in plan} == {"new"}
+  assert all(resume for _, resume in fake.calls)  # Harmless on a fresh directory.
+  again, plan = _sweep(tmp_path)
+  assert again.calls == [] and {p.status for p in plan} == {"complete"}
+
+
+def test_a_partial_run_is_resumed_and_only_it(tmp_path):
+  _sweep(tmp_path)
+  partial = workdir_of(tmp_path, TINY_BUDGET, EXPERIMENTS["e1"],
+                       EXPERIMENTS["e1"].runs(TINY_BUDGET)[3])
+  (partial / "summary.json").unlink()  # Died before the end: config and checkpoints remain.
+  fake, plan = _sweep(tmp_path)
+  assert fake.calls == [(partial.name, True)]
+  assert [p.status for p in plan].count("partial") == 1
+
+
+def test_a_directory_with_another_config_stops_the_sweep_before_training(tmp_path):
+  spec = EXPERIMENTS["e1"].runs(TINY_BUDGET)[2]
+  workdir = workdir_of(tmp_path, TINY_BUDGET, EXPERIMENTS["e1"], spec)
+  workdir.mkdir(parents=True)
+  records.write_config(workdir, dataclasses.replace(spec.config, learning_rate=0.5))
+  before = (workdir / "config.json").read_text()
+  fake = FakeTrain()
+  with pytest.raises(RunConflictError, match=r"learning_rate: on disk 0.5 vs sweep 0.0001"):
+    run_sweep(EXPERIMENTS["e1"], TINY_BUDGET, tmp_path, train=fake, log=lambda _: None)
+  assert fake.calls == [] and (workdir / "config.json").read_text() == before
+
+
+def test_config_files_from_before_new_fields_still_match(tmp_path):
+  _sweep(tmp_path)
+  for config_file in tmp_path.rglob("config.json"):
+    saved = json.loads(config_file.read_text())
+    for field in ("log_every", "optimizer", "momentum"):  # Fields added later, at defaults.
+      del saved[field]
+    config_file.write_text(json.dumps(saved))
+  fake, _ = _sweep(tmp_path)
+  assert fake.calls == []
+
+
+def test_an_unreadable_config_is_a_conflict(tmp_path):
+  spec = EXPERIMENTS["e1"].runs(TINY_BUDGET)[0]
+  workdir = workdir_of(tmp_path, TINY_BUDGET, EXPERIMENTS["e1"], spec)
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps({"no_such_field": 1}))
+  with pytest.raises(RunConflictError, match="not a config this code can read"):
+    plan_sweep(EXPERIMENTS["e1"], TINY_BUDGET, tmp_path)
+
+
+def test_checkpoints_are_deleted_unless_kept(tmp_path):
+  _sweep(tmp_path / "a")
+  assert not list((tmp_path / "a").rglob("checkpoints"))
+  _sweep(tmp_path / "b", keep_checkpoints=True)
+  assert len(list((tmp_path / "b").rglob("checkpoints"))) == 6
+
+
+def test_max_runs_trains_that_many_and_the_next_sweep_goes_on(tmp_path):
+  fake, _ = _sweep(tmp_path, max_runs=2)
+  assert len(fake.calls) == 2
+  fake, _ = _sweep(tmp_path, max_runs=10)
+  assert len(fake.calls) == 4
+  with pytest.raises(ValueError, match="max_runs must be >= 1"):
+    _sweep(tmp_path, max_runs=0)
+
+
+def test_e1_and_e2_share_the_runs_they_both_need(tmp_path):
+  _sweep(tmp_path, "e1")
+  fake, plan = _sweep(tmp_path, "e2")
+  shared = {p.spec.name for p in plan if p.status == "complete"}
+  assert shared == {"adam-lr0.0001-c3-dense1-seed0", "adam-lr0.0001-none-seed0"}
+  assert len(fake.calls) == len(plan) - 2
+
+
+@pytest.mark.usefixtures("mock_cifar10")
+def test_a_real_sweep_on_mock_data_trains_logs_and_reports(tmp_path):
+  # One of E3's runs (Adam 1e-3 with max-norm), tiny network, fake data.
+  e3 = EXPERIMENTS["e3"]
+  one = Experiment(e3.key, e3.slug, e3.title, e3.schedule, lambda b: e3.runs(b)[1:2])
+  plan = run_sweep(one, TINY_BUDGET, tmp_path / "runs", log=lambda _: None)
+  results = [load_result(p.spec, p.workdir) for p in plan]
+  assert all(r.complete and not r.diverged for r in results)
+  assert [len(r.steps) for r in results] == [8]  # log_every=1, 8 steps.
+  assert (plan[0].workdir / "host.json").exists()
+  assert not list((tmp_path / "runs").rglob("checkpoints"))
+  path = render_report(one, TINY_BUDGET, results, tmp_path / "results", command="cmd")
+  text = path.read_text()
+  assert "| adam | 0.001 | max_norm(3), Dense(1024) | 0 | 8 / 8 | no |" in text
+  for png in ("tiny_loss_accuracy.png", "tiny_max_neuron_norms.png"):
+    assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+  again = run_sweep(one, TINY_BUDGET, tmp_path / "runs", log=lambda _: None)
+  assert {p.status for p in again} == {"complete"}
