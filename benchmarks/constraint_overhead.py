@@ -27,18 +27,8 @@ import optax
 from flax import nnx
 
 import maxnorm_jax as mnj
+from benchmarks.article_step import jitted_train_step
 from experiments.cifar10.models import CNN
-
-
-def _train_step(graphdef, tx):
-  def step(params, opt_state, images, labels):
-    def loss_fn(p):
-      logits = nnx.merge(graphdef, p)(images)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-  return jax.jit(step, donate_argnums=(0, 1))
 
 
 def measure(batch_size: int, rounds: int, steps: int, constrain: str, dtype: str
@@ -57,7 +47,7 @@ def measure(batch_size: int, rounds: int, steps: int, constrain: str, dtype: str
   for name, tx in variants.items():
     params = jax.tree.map(jnp.copy, params0)
     opt_state = tx.init(params)
-    step = _train_step(graphdef, tx).lower(params, opt_state, images, labels).compile()
+    step = jitted_train_step(graphdef, tx).lower(params, opt_state, images, labels).compile()
     cost = step.cost_analysis()
     cost = cost[0] if isinstance(cost, list) else cost
     params, opt_state = step(params, opt_state, images, labels)  # warm up

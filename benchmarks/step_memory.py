@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 import maxnorm_jax as mnj
+from benchmarks.article_step import jitted_train_step
 from experiments.cifar10.models import CNN
 
 MiB = 2 ** 20
@@ -38,16 +39,8 @@ def compiled_step(constrained: bool, dtype: str, conv_impl: str, batch: int):
   images = jnp.zeros((batch, 32, 32, 3), jnp.float32)
   labels = jnp.zeros((batch,), jnp.int32)
 
-  def step(params, opt_state, images, labels):
-    def loss_fn(p):
-      logits = nnx.merge(graphdef, p)(images)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
   opt_state = tx.init(params)
-  jitted = jax.jit(step, donate_argnums=(0, 1))
+  jitted = jitted_train_step(graphdef, tx)
   return jitted, jitted.lower(params, opt_state, images, labels).compile(), (
       params, opt_state, images, labels)
 

@@ -44,6 +44,7 @@ def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
   from flax import nnx  # noqa: PLC0415
 
   import maxnorm_jax as mnj  # noqa: PLC0415
+  from benchmarks.article_step import jitted_train_step  # noqa: PLC0415
   from experiments.cifar10.models import CNN  # noqa: PLC0415
 
   graphdef, state = nnx.split(CNN(conv_impl=conv_impl, dtype=jnp.dtype(dtype),
@@ -55,20 +56,11 @@ def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
   images = jax.random.uniform(key, (batch, 32, 32, 3), jnp.float32)
   labels = jax.random.randint(key, (batch,), 0, 10)
 
-  @jax.jit
-  def step(params, opt_state):
-    def loss_fn(p):
-      logits = nnx.merge(graphdef, p)(images)
-      return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean()
-    grads = jax.grad(loss_fn)(params)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), opt_state
-
-  step = jax.jit(step.__wrapped__, donate_argnums=(0, 1))
+  step = jitted_train_step(graphdef, tx)
   carry = [params, tx.init(params)]
 
   def run():
-    carry[0], carry[1] = step(*carry)
+    carry[0], carry[1] = step(*carry, images, labels)
     jax.block_until_ready(carry[0])
   return run
 
