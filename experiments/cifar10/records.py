@@ -44,28 +44,40 @@ def write_config(workdir: pathlib.Path, config: Config) -> None:
   (workdir / CONFIG).write_text(json.dumps(config.to_json(), indent=2, allow_nan=False) + "\n")
 
 
-@_primary_only
-def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
-  """Appends one epoch's row to ``metrics.jsonl``."""
-  with open(workdir / METRICS, "a") as f:
+def _append_jsonl(path: pathlib.Path, row: dict[str, Any]) -> None:
+  with open(path, "a") as f:
     f.write(json.dumps(row, allow_nan=False) + "\n")
 
 
-def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
-  """All rows of ``metrics.jsonl`` ([] if it does not exist)."""
-  path = workdir / METRICS
+def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
   if not path.exists():
     return []
   return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
+def _truncate_jsonl(path: pathlib.Path, key: str, last: int) -> None:
+  """Drops the rows whose ``key`` exceeds ``last``; leaves the file alone otherwise."""
+  rows = _read_jsonl(path)
+  kept = [row for row in rows if row[key] <= last]
+  if len(kept) != len(rows):
+    path.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+
+
+@_primary_only
+def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
+  """Appends one epoch's row to ``metrics.jsonl``."""
+  _append_jsonl(workdir / METRICS, row)
+
+
+def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
+  """All rows of ``metrics.jsonl`` ([] if it does not exist)."""
+  return _read_jsonl(workdir / METRICS)
+
+
 @_primary_only
 def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
   """Drops rows after ``last_epoch`` (epochs a resumed run will redo)."""
-  rows = read_metrics(workdir)
-  kept = [row for row in rows if row["epoch"] <= last_epoch]
-  if len(kept) != len(rows):
-    (workdir / METRICS).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+  _truncate_jsonl(workdir / METRICS, "epoch", last_epoch)
 
 
 @_primary_only
@@ -77,22 +89,15 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
 @_primary_only
 def append_step(workdir: pathlib.Path, row: dict[str, Any]) -> None:
   """Appends one logged step's row to ``steps.jsonl``."""
-  with open(workdir / STEPS, "a") as f:
-    f.write(json.dumps(row, allow_nan=False) + "\n")
+  _append_jsonl(workdir / STEPS, row)
 
 
 def read_steps(workdir: pathlib.Path) -> list[dict[str, Any]]:
   """All rows of ``steps.jsonl`` ([] if it does not exist)."""
-  path = workdir / STEPS
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return _read_jsonl(workdir / STEPS)
 
 
 @_primary_only
 def truncate_steps(workdir: pathlib.Path, last_step: int) -> None:
   """Drops rows after optimizer step ``last_step`` (steps a resumed run will redo)."""
-  rows = read_steps(workdir)
-  kept = [row for row in rows if row["step"] <= last_step]
-  if len(kept) != len(rows):
-    (workdir / STEPS).write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+  _truncate_jsonl(workdir / STEPS, "step", last_step)
