@@ -17,6 +17,7 @@ Variants:
                    the interpreter of another environment that has it)
 
     python -m benchmarks.train_throughput --batch-size 128 --rounds 5
+    python -m benchmarks.train_throughput --pages both --variants jax-im2col-f32  # huge pages A/B
     python -m benchmarks.train_throughput --variants jax-im2col-f32 keras-tf \\
         --tf-python /path/to/venv-with-tensorflow/bin/python
 """
@@ -134,15 +135,23 @@ def worker(variant: str, batch: int) -> None:
     print((time.perf_counter() - start) / steps, flush=True)
 
 
+# malloc's pages, as a GLIBC_TUNABLES value: transparent huge pages, which the
+# commands use (experiments/cifar10/host_memory.py, not imported here: the keras-tf
+# worker may run in an environment without JAX), and glibc's default 4 KiB pages.
+PAGES = {"huge": "glibc.malloc.hugetlb=1", "4k": "glibc.malloc.hugetlb=0"}
+
+
 class Worker:
   """The parent's handle on one variant's process."""
 
-  def __init__(self, variant: str, batch: int, python: str):
+  def __init__(self, variant: str, batch: int, python: str, pages: str):
     self.variant = variant
+    self.label = f"{variant} ({pages} pages)"
+    env = dict(os.environ, GLIBC_TUNABLES=PAGES[pages])
     self.proc = subprocess.Popen(
         [python, "-m", "benchmarks.train_throughput", "--worker", variant,
          "--batch-size", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
     if self._read() != "ready":
       raise RuntimeError(f"variant {variant} failed to start (see its error above)")
 
@@ -173,6 +182,10 @@ def main(argv=None) -> None:
                       default=["jax-xla-f32", "jax-im2col-f32", "jax-im2col-bf16", "torch"])
   parser.add_argument("--tf-python", default=sys.executable,
                       help="Python interpreter for keras-tf (an environment with tensorflow)")
+  parser.add_argument("--pages", choices=["huge", "4k", "both"], default="huge",
+                      help="malloc's pages in every worker: transparent huge pages (what "
+                           "the training command uses), glibc's default 4 KiB pages, or each "
+                           "variant once with each (an A/B of the huge-page fix)")
   parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
@@ -183,13 +196,14 @@ def main(argv=None) -> None:
 
   workers = []
   try:
+    pages = ["huge", "4k"] if args.pages == "both" else [args.pages]
     for name in args.variants:
       python = args.tf_python if name == "keras-tf" else sys.executable
-      workers.append(Worker(name, args.batch_size, python))
-    times: dict[str, list[float]] = {w.variant: [] for w in workers}
+      workers.extend(Worker(name, args.batch_size, python, p) for p in pages)
+    times: dict[str, list[float]] = {w.label: [] for w in workers}
     for _ in range(args.rounds):
       for w in workers:
-        times[w.variant].append(w.time(args.steps))
+        times[w.label].append(w.time(args.steps))
   finally:
     for w in workers:
       w.close()
@@ -198,10 +212,10 @@ def main(argv=None) -> None:
   print(f"# train-step throughput | {datetime.date.today()} | jax {jax.__version__} | "
         f"{platform.machine()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
         f"{args.rounds} rounds x {args.steps} steps, interleaved, one process per variant")
-  first = args.variants[0]
+  first = workers[0].label
   print(f"| variant | s/step (median) | img/s | ratio to {first} (median, min..max) |")
   print("|---|---|---|---|")
-  for name in args.variants:
+  for name in times:
     ratios = [a / b for a, b in zip(times[first], times[name])]
     med = statistics.median(times[name])
     print(f"| {name} | {med:.2f} | {args.batch_size / med:.1f} | "
