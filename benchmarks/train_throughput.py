@@ -135,19 +135,18 @@ def worker(variant: str, batch: int) -> None:
     print((time.perf_counter() - start) / steps, flush=True)
 
 
-# malloc's pages, as a GLIBC_TUNABLES value: transparent huge pages, which the
-# commands use (experiments/cifar10/host_memory.py, not imported here: the keras-tf
-# worker may run in an environment without JAX), and glibc's default 4 KiB pages.
-PAGES = {"huge": "glibc.malloc.hugetlb=1", "4k": "glibc.malloc.hugetlb=0"}
+# GLIBC_TUNABLES for malloc's pages: transparent huge pages, or the environment
+# as it is (glibc's default 4 KiB pages unless the caller set something).
+HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
 class Worker:
   """The parent's handle on one variant's process."""
 
-  def __init__(self, variant: str, batch: int, python: str, pages: str):
+  def __init__(self, variant: str, batch: int, python: str, huge_pages: bool):
     self.variant = variant
-    self.label = f"{variant} ({pages} pages)"
-    env = dict(os.environ, GLIBC_TUNABLES=PAGES[pages])
+    self.label = f"{variant} (huge pages)" if huge_pages else variant
+    env = dict(os.environ, GLIBC_TUNABLES=HUGE_PAGES) if huge_pages else None
     self.proc = subprocess.Popen(
         [python, "-m", "benchmarks.train_throughput", "--worker", variant,
          "--batch-size", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
@@ -182,10 +181,10 @@ def main(argv=None) -> None:
                       default=["jax-xla-f32", "jax-im2col-f32", "jax-im2col-bf16", "torch"])
   parser.add_argument("--tf-python", default=sys.executable,
                       help="Python interpreter for keras-tf (an environment with tensorflow)")
-  parser.add_argument("--pages", choices=["huge", "4k", "both"], default="huge",
-                      help="malloc's pages in every worker: transparent huge pages (what "
-                           "the training command uses), glibc's default 4 KiB pages, or each "
-                           "variant once with each (an A/B of the huge-page fix)")
+  parser.add_argument("--pages", choices=["default", "huge", "both"], default="default",
+                      help="malloc's pages in every worker: the environment's (glibc's "
+                           "default 4 KiB pages), transparent huge pages, or each variant "
+                           "once with each (an A/B of page-fault costs)")
   parser.add_argument("--worker", choices=sorted(VARIANTS), help=argparse.SUPPRESS)
   args = parser.parse_args(argv)
   if args.batch_size < 1 or args.rounds < 1 or args.steps < 1:
@@ -196,10 +195,10 @@ def main(argv=None) -> None:
 
   workers = []
   try:
-    pages = ["huge", "4k"] if args.pages == "both" else [args.pages]
+    huge = {"default": [False], "huge": [True], "both": [False, True]}[args.pages]
     for name in args.variants:
       python = args.tf_python if name == "keras-tf" else sys.executable
-      workers.extend(Worker(name, args.batch_size, python, p) for p in pages)
+      workers.extend(Worker(name, args.batch_size, python, h) for h in huge)
     times: dict[str, list[float]] = {w.label: [] for w in workers}
     for _ in range(args.rounds):
       for w in workers:
