@@ -5,7 +5,12 @@
 
 Each constraint rewrites the updates so that ``params + updates`` satisfies it,
 so it needs ``params`` in ``tx.update`` and belongs last in a chain.
+``mnj.nnx`` (constraints declared on Flax NNX parameters) imports Flax, on
+first use only.
 """
+
+import importlib as _importlib
+from typing import Any as _Any
 
 from maxnorm_jax._neurons import neuron_norms
 from maxnorm_jax._projections import (
@@ -41,3 +46,11 @@ __all__ = (
     "project_unit_norm",
     "unit_norm",
 )
+
+_SUBMODULES = ("nnx",)  # optional, with dependencies of their own
+
+
+def __getattr__(name: str) -> _Any:
+  if name in _SUBMODULES:
+    return _importlib.import_module(f"maxnorm_jax.{name}")
+  raise AttributeError(f"module 'maxnorm_jax' has no attribute {name!r}")

@@ -1,93 +1,29 @@
-"""Neurons of a weight tensor: which axes a norm reduces over, and the norms.
+"""Neuron norms: accurate for any finite weights, at the cost of one sum of squares.
 
-A *neuron* is one slice of a kernel along its output axis: the incoming
-weight vector of one unit. Flax keeps the output on the last axis (Dense
-``(in, out)``, Conv ``(kh, kw, in, out)``), so by default (``axis=None``) a
-neuron's norm is taken over every axis but the last. An explicit ``axis``
-(an int or a tuple of ints) has Keras's meaning: the axes to reduce over.
+A neuron's norm is ``sqrt(sum(w ** 2))`` over the axes of one neuron (see
+:mod:`maxnorm_jax._layouts`), accumulated in float32 (or the leaf's dtype, if
+wider). Squaring overflows for weights beyond about 1.8e19 in float32, and
+underflows for neurons below about 1e-19; both would give a wrong norm (``inf``,
+or 0). So the fast sum of squares is checked, per leaf, and only when it may be
+wrong is the norm taken again from ``w / max|w|`` (the slow path, one more pass
+over that leaf, taken inside ``lax.cond``, or by a Python ``if`` in an eager call).
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from maxnorm_jax._selection import KeyPath, Mask, path_to_str, selected_leaves
+from maxnorm_jax import _layouts
+from maxnorm_jax._leafwise import Site, plan
+from maxnorm_jax._selection import Mask
 
 PyTree = Any
-Axis = int | Sequence[int] | None
-
-
-def check_axis(axis: Axis, *, owner: str) -> None:
-  """Validates the form of ``axis`` when a constraint is built.
-
-  Raises:
-    TypeError: if ``axis`` is not None, an int or a sequence of ints (a traced
-      array, as ``optax.inject_hyperparams`` makes of an int, included).
-    ValueError: if ``axis`` is empty or repeats an axis.
-  """
-  if axis is None:
-    return
-  if isinstance(axis, (jax.Array, np.ndarray)):
-    raise TypeError(
-        f"{owner}: axis must be a static int or tuple of ints, got an array. "
-        "With optax.inject_hyperparams, pass static_args=('axis',).")
-  if isinstance(axis, (int, np.integer)) and not isinstance(axis, bool):
-    axes: tuple[Any, ...] = (axis,)
-  elif isinstance(axis, (tuple, list)):
-    axes = tuple(axis)
-  else:
-    raise TypeError(f"{owner}: axis must be an int or a tuple of ints, got {axis!r}.")
-  if not axes:
-    raise ValueError(f"{owner}: axis=() reduces over no axis; give at least one.")
-  for a in axes:
-    if isinstance(a, bool) or not isinstance(a, (int, np.integer)):
-      raise TypeError(f"{owner}: axis must be an int or a tuple of ints, got {axis!r}.")
-  if len(set(axes)) != len(axes):
-    raise ValueError(f"{owner}: axis {axis!r} repeats an axis.")
-
-
-def reduction_axes(shape: tuple[int, ...], axis: Axis, path: KeyPath, *,
-                   owner: str) -> tuple[int, ...]:
-  """The axes that a neuron's norm reduces over, for a leaf of this shape.
-
-  Args:
-    shape: the leaf's shape.
-    axis: ``None`` (every axis but the last) or Keras-style axes.
-    path: the leaf's key path, for error messages.
-    owner: the calling constraint's name, for error messages.
-
-  Returns:
-    Sorted, non-negative axes.
-
-  Raises:
-    ValueError: if the leaf's rank does not fit ``axis``.
-  """
-  ndim = len(shape)
-  if axis is None:
-    if ndim < 2:
-      raise ValueError(
-          f"{owner}: leaf '{path_to_str(path)}' has shape {shape}; with "
-          "axis=None a constrained leaf needs rank >= 2 (neurons on the last "
-          "axis). Leave it out of the mask, or pass axis= to say which axes "
-          "hold one neuron.")
-    return tuple(range(ndim - 1))
-  axes = (axis,) if isinstance(axis, int) else tuple(axis)
-  for a in axes:
-    if not -ndim <= a < ndim:
-      raise ValueError(
-          f"{owner}: axis {axis!r} is out of range for leaf "
-          f"'{path_to_str(path)}' of shape {shape} (rank {ndim}).")
-  normalized = tuple(sorted(int(a) % ndim for a in axes))
-  if len(set(normalized)) != len(normalized):
-    raise ValueError(
-        f"{owner}: axis {axis!r} names the same axis twice for leaf "
-        f"'{path_to_str(path)}' of shape {shape}.")
-  return normalized
+T = TypeVar("T")
 
 
 def accumulation_dtype(*dtypes: Any) -> np.dtype:
@@ -105,26 +41,80 @@ def squared_norms(w: jax.Array, axes: tuple[int, ...]) -> jax.Array:
   return jnp.sum(w * w, axis=axes, keepdims=True)
 
 
-def check_float_leaf(leaf: Any, path: KeyPath, *, owner: str) -> None:
-  """Raises a ValueError naming the leaf if it is not a floating-point array."""
-  dtype = jnp.result_type(leaf)
-  if not jnp.issubdtype(dtype, jnp.floating):
-    raise ValueError(
-        f"{owner}: leaf '{path_to_str(path)}' has dtype {dtype}; constraints "
-        "apply to floating-point weights only. Leave it out of the mask.")
+def underflow_limit(dtype: Any, shape: tuple[int, ...], axes: tuple[int, ...]) -> float:
+  """Below this, a sum of squares in ``dtype`` may have lost precision.
+
+  Each square under the smallest normal number ``tiny`` may be flushed to zero,
+  so a sum of ``n`` squares is off by at most ``n * tiny``: relative to the sum,
+  less than ``eps`` once the sum exceeds ``n * tiny / eps``.
+  """
+  info = jnp.finfo(dtype)
+  n = int(np.prod([shape[a] for a in axes]))
+  return n * float(info.tiny) / float(info.eps)
 
 
-def neuron_norms(params: PyTree, *, axis: Axis = None, mask: Mask = None) -> PyTree:
+def rescaled(w: jax.Array, axes: tuple[int, ...]
+             ) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+  """The slow path: ``(v, r, norms, finite)`` with ``v = w / 2**k`` and ``r = |v|``.
+
+  ``2**k`` is the power of two just above ``max|w|``, so ``v`` is exact, no
+  entry of it exceeds 1, and ``r`` lies in ``[0.5, sqrt(n)]`` for any finite
+  non-zero neuron. (It multiplies by ``2**-k`` in two halves: ``2**-k`` alone
+  is subnormal, and flushed to zero, for ``max|w|`` beyond 2**126.)
+  ``norms = r * 2**k`` is inf when the true norm exceeds the float range.
+  ``finite`` is False for a neuron that holds a NaN or an inf; a zero neuron
+  has ``v = 0``, ``r = 0``.
+  """
+  m = jnp.max(jnp.abs(w), axis=axes, keepdims=True, initial=0.0)
+  finite = jnp.isfinite(m)
+  _, k = jnp.frexp(jnp.where(finite & (m > 0), m, jnp.ones_like(m)))
+  one = jnp.ones_like(m)
+  v = (w * jnp.ldexp(one, -(k // 2))) * jnp.ldexp(one, k // 2 - k)
+  r = jnp.sqrt(jnp.sum(v * v, axis=axes, keepdims=True))
+  return v, r, jnp.where(finite, jnp.ldexp(r, k), m), finite
+
+
+def branch(unreliable: jax.Array, slow: Callable[[], T], fast: Callable[[], T]) -> T:
+  """``slow()`` if ``unreliable`` else ``fast()``: ``lax.cond`` when traced.
+
+  On concrete values (an eager call) it is a Python ``if``, so that eager calls
+  run op by op as any JAX code does, instead of compiling a fresh ``cond`` of
+  two new closures on every call.
+  """
+  if isinstance(unreliable, jax.core.Tracer):
+    return jax.lax.cond(unreliable, slow, fast)
+  return slow() if bool(unreliable) else fast()
+
+
+def norms(w: jax.Array, axes: tuple[int, ...]) -> jax.Array:
+  """Accurate norms of the neurons of ``w`` (reduced axes kept as size 1)."""
+  w = w.astype(accumulation_dtype(w.dtype))
+  sq = jnp.sum(w * w, axis=axes, keepdims=True)
+  unreliable = jnp.any((sq == jnp.inf) | (sq < underflow_limit(w.dtype, w.shape, axes)))
+
+  def slow() -> jax.Array:
+    return rescaled(w, axes)[2]
+
+  return branch(unreliable, slow, lambda: jnp.sqrt(sq))
+
+
+def neuron_norms(params: PyTree, *, axis: _layouts.Axis = None, neuron_axis: int | None = None,
+                 mask: Mask = None) -> PyTree:
   """The Euclidean norm of every neuron of every selected leaf.
 
   Norms are computed in float32 (or the leaf's dtype, if wider) and returned in
   that dtype, with the reduced axes removed: a ``(in, out)`` Dense kernel gives
-  ``out`` norms, a ``(kh, kw, in, out)`` Conv kernel gives ``out`` norms.
+  ``out`` norms, a ``(kh, kw, in, out)`` Conv kernel gives ``out`` norms, and
+  an Equinox ``(out, in)`` Linear weight gives ``out`` norms. They are exact
+  to float rounding for any finite weights (no overflow to ``inf`` for huge
+  weights, no underflow to 0 for tiny ones).
 
   Args:
     params: a pytree of arrays.
-    axis: ``None`` for every axis but the last, or Keras-style axes to reduce.
-    mask: which leaves to measure; by default every leaf of rank >= 2. See
+    axis: Keras-style axes to reduce over, instead of the default layout.
+    neuron_axis: the axis that indexes the neurons, instead of the default
+      layout (last axis; first for Equinox's Linear and Conv weights).
+    mask: which leaves to measure; by default every kernel. See
       :func:`paths_matching`.
 
   Returns:
@@ -137,16 +127,15 @@ def neuron_norms(params: PyTree, *, axis: Axis = None, mask: Mask = None) -> PyT
     >>> params = {"kernel": jnp.array([[3.0, 0.0], [4.0, 1.0]]), "bias": jnp.zeros(2)}
     >>> mnj.neuron_norms(params)
     {'bias': None, 'kernel': Array([5., 1.], dtype=float32)}
+    >>> mnj.neuron_norms(params, neuron_axis=0)["kernel"]   # rows as neurons
+    Array([3.       , 4.1231055], dtype=float32)
   """
   owner = "neuron_norms"
-  check_axis(axis, owner=owner)
-  paths, leaves, selected, treedef = selected_leaves(params, mask, owner=owner)
-  out: list[jax.Array | None] = []
-  for path, leaf, chosen in zip(paths, leaves, selected):
-    if not chosen:
-      out.append(None)
-      continue
-    check_float_leaf(leaf, path, owner=owner)
-    axes = reduction_axes(np.shape(leaf), axis, path, owner=owner)
-    out.append(jnp.sqrt(jnp.squeeze(squared_norms(jnp.asarray(leaf), axes), axis=axes)))
-  return jax.tree_util.tree_unflatten(treedef, out)
+  layout = _layouts.layout(axis, neuron_axis, owner=owner)
+
+  def one(site: Site, w: jax.Array) -> tuple[jax.Array, None]:
+    return jnp.squeeze(norms(w, site.axes), axis=site.axes), None
+
+  out, _ = plan(params, mask=mask, owner=owner, layout=layout).map(
+      one, params, owner=owner, unselected=lambda _: None)
+  return out

@@ -3,8 +3,9 @@
 A constraint acts on a *selection* of the leaves of a parameter pytree. The
 selection comes from a ``mask``:
 
-* ``None``: every leaf of rank >= 2, i.e. the kernels of Dense and Conv layers.
-  Biases, scales and other vectors are left alone.
+* ``None``: every kernel, i.e. every leaf of rank >= 2, except the biases of
+  Equinox's convolutions (shape ``(out, 1, ..., 1)``). Biases, scales and other
+  vectors are left alone.
 * a pytree of Python bools with the structure of the params, or a prefix of it
   (a bool at an inner node applies to the whole subtree);
 * a callable ``params -> pytree of bools`` such as :func:`paths_matching`.
@@ -19,7 +20,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import numpy as np
@@ -125,48 +126,99 @@ class paths_matching:  # noqa: N801 -- used like a function: mask=paths_matching
     return jax.tree_util.tree_unflatten(treedef, selected)
 
 
-def selected_leaves(params: PyTree, mask: Mask, *, owner: str
-                    ) -> tuple[list[KeyPath], list[Any], list[bool], Any]:
-  """Flattens ``params`` and decides, leaf by leaf, whether ``mask`` selects it.
+class Leaf(NamedTuple):
+  """One leaf of a parameter pytree, and where it lives.
 
-  Args:
-    params: the parameter pytree.
-    mask: see the module docstring.
-    owner: the name of the calling constraint, for error messages.
+  Attributes:
+    path: its key path.
+    value: the leaf.
+    owner: the class of the nearest enclosing node that is not a dict, list or
+      tuple (an Equinox module, an NNX ``Variable``...), or None.
+    field: the key of the leaf, or of the container holding it, in ``owner``.
+  """
+  path: KeyPath
+  value: Any
+  owner: type | None
+  field: str | None
 
-  Returns:
-    ``(paths, leaves, selected, treedef)``: key paths, leaves and one bool per
-    leaf in flattening order, and the treedef of ``params``.
+  @property
+  def name(self) -> str:
+    return path_to_str(self.path)
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def is_leaf(x: Any) -> bool:
+  """Whether ``x`` is a pytree leaf (None and other childless nodes are not)."""
+  return (jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
+          and len(jax.tree.leaves(x)) == 1)
+
+
+def flatten(params: PyTree) -> tuple[list[Leaf], Any]:
+  """The leaves of ``params`` in ``jax.tree.flatten`` order, with their owners.
+
+  The tree is walked one level at a time, so that each leaf knows the object
+  that holds it: an Equinox module keeps its class in the tree, and its layout
+  follows from it without importing Equinox.
+  """
+  leaves: list[Leaf] = []
+
+  def walk(node: Any, path: KeyPath, owner: type | None, field: str | None) -> None:
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(node)):  # or childless: None...
+      if is_leaf(node):
+        leaves.append(Leaf(path, node, owner, field))
+      return
+    children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    container = type(node) in _CONTAINERS
+    for (key,), child in children:
+      walk(child, (*path, key), owner if container else type(node),
+           field if container else _key_name(key))
+
+  walk(params, (), None, None)
+  return leaves, jax.tree.structure(params)
+
+
+def broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, owner: str) -> list[Any]:
+  """The value that a prefix tree gives to every leaf of ``params``, in order.
+
+  A value at an inner node of ``prefix`` applies to the whole subtree below it,
+  and ``None`` is a value like any other (not an empty subtree).
+
+  Raises:
+    ValueError: if ``prefix`` is not a prefix of the structure of ``params``.
+  """
+  treedef = jax.tree.structure(params)
+  try:
+    expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+                            prefix, params, is_leaf=lambda x: x is None)
+    return treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f"{owner}: {what} does not match the params. It must have the structure "
+        "of the params, or a prefix of it, with a value at each of its leaves."
+        f"\n  {what}: {jax.tree.structure(prefix, is_leaf=lambda x: x is None)}"
+        f"\n  params: {treedef}") from e
+
+
+def selection(params: PyTree, leaves: list[Leaf], mask: Mask, *,
+              default: Callable[[Leaf], bool], owner: str) -> list[bool]:
+  """One bool per leaf: whether ``mask`` (or ``default``, if it is None) selects it.
 
   Raises:
     ValueError: if the mask does not match the params, or a mask leaf is not a
       static bool.
   """
-  flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-  paths = [path for path, _ in flat]
-  leaves = [leaf for _, leaf in flat]
   if mask is None:
-    return paths, leaves, [np.ndim(leaf) >= 2 for leaf in leaves], treedef
-
-  mask_tree = mask(params) if callable(mask) else mask
-  try:
-    expanded = jax.tree.map(
-        lambda flag, subtree: jax.tree.map(lambda _: flag, subtree), mask_tree, params)
-    flags = treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
-  except (ValueError, TypeError) as e:
-    raise ValueError(
-        f"{owner}: the mask does not match the params. The mask must have the "
-        "structure of the params, or a prefix of it, with a bool at each of "
-        f"its leaves.\n  mask:   {jax.tree.structure(mask_tree)}\n  params: "
-        f"{treedef}") from e
-
+    return [default(leaf) for leaf in leaves]
+  flags = broadcast_prefix(mask(params) if callable(mask) else mask, params, what="the mask",
+                           owner=owner)
   selected = []
-  for path, flag in zip(paths, flags):
-    if isinstance(flag, (bool, np.bool_)):
-      selected.append(bool(flag))
-    else:
+  for leaf, flag in zip(leaves, flags):
+    if not isinstance(flag, (bool, np.bool_)):
       raise ValueError(
           f"{owner}: the mask must hold Python bools, but its value for "
-          f"'{path_to_str(path)}' is {flag!r}. Masks are static: they decide "
+          f"'{leaf.name}' is {flag!r}. Masks are static: they decide "
           "which leaves are constrained when the step is traced.")
-  return paths, leaves, selected, treedef
+    selected.append(bool(flag))
+  return selected

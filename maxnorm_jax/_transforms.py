@@ -19,19 +19,19 @@ from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-from maxnorm_jax import _hyperparams
-from maxnorm_jax._neurons import Axis, check_axis, check_float_leaf, reduction_axes
+from maxnorm_jax import _hyperparams, _layouts
+from maxnorm_jax._hyperparams import Bound, Scalar
+from maxnorm_jax._leafwise import Site, plan
 from maxnorm_jax._projections import (
-  Scalar,
+  LeafResult,
   Shell,
-  check_min_max,
   nonneg_update_leaf,
+  plan_shells,
   project_update_leaf,
 )
-from maxnorm_jax._selection import KeyPath, Mask, selected_leaves
+from maxnorm_jax._selection import Mask
 
 PyTree = Any
 
@@ -42,9 +42,12 @@ class NormConstraintState(NamedTuple):
   Attributes:
     fraction_at_bound: share of the constrained neurons whose norm was outside
       the allowed range (for ``max_norm``: above ``max_value``), and so were
-      rescaled. float32 scalar; 0 before the first update.
+      rescaled. float32 scalar; 0 before the first update. NaN when a
+      constrained neuron of ``params + updates`` held a NaN or an inf, or a
+      traced bound was invalid (see :func:`max_norm`).
     largest_norm: the largest neuron norm of ``params + updates`` before the
-      projection. float32 scalar; NaN once the updates hold a NaN.
+      projection. float32 scalar; NaN or inf when a neuron held one, NaN for an
+      invalid traced bound.
   """
   fraction_at_bound: jax.Array
   largest_norm: jax.Array
@@ -55,7 +58,8 @@ class NonNegState(NamedTuple):
 
   Attributes:
     fraction_at_bound: share of the constrained weights that would have been
-      negative and were set to zero. float32 scalar.
+      negative and were set to zero. float32 scalar; NaN when a constrained
+      weight of ``params + updates`` was NaN or inf.
   """
   fraction_at_bound: jax.Array
 
@@ -71,47 +75,19 @@ def _missing_params(owner: str) -> ValueError:
       "Call tx.update(updates, state, params).")
 
 
-def _plan(params: PyTree, mask: Mask, axis: Axis | None, owner: str, *,
-          elementwise: bool = False) -> tuple[list[KeyPath], list[Any], list[Any], Any]:
-  """Selects and checks the leaves to constrain (static; at ``init`` and trace).
-
-  Returns:
-    ``(paths, leaves, axes, treedef)`` where ``axes[i]`` is None for a leaf
-    left alone, and otherwise the axes its neurons' norms reduce over (``()``
-    for an elementwise constraint).
-  """
-  paths, leaves, selected, treedef = selected_leaves(params, mask, owner=owner)
-  if not any(selected):
-    raise ValueError(
-        f"{owner} selects no parameter to constrain: "
-        + ("with mask=None it takes every leaf of rank >= 2, and there is none."
-           if mask is None else "the mask is False everywhere."))
-  axes: list[Any] = []
-  for path, leaf, chosen in zip(paths, leaves, selected):
-    if not chosen:
-      axes.append(None)
-      continue
-    check_float_leaf(leaf, path, owner=owner)
-    axes.append(() if elementwise else reduction_axes(np.shape(leaf), axis, path, owner=owner))
-  return paths, leaves, axes, treedef
+def _fraction(counts: list[jax.Array], total: int, faulty: list[jax.Array]) -> jax.Array:
+  """``sum(counts) / total`` as float32 (0 when there is nothing), NaN if any faulty."""
+  fraction = jnp.sum(jnp.stack(counts)).astype(jnp.float32) / max(total, 1)
+  return jnp.where(jnp.any(jnp.stack(faulty)), jnp.float32(jnp.nan), fraction)
 
 
-def _flatten_updates(updates: PyTree, treedef: Any, owner: str) -> list[Any]:
-  """The leaves of ``updates``, which must have the structure of the params."""
-  try:
-    return treedef.flatten_up_to(updates)
-  except (ValueError, TypeError) as e:
-    raise ValueError(
-        f"{owner}: updates and params must have the same structure.\n  updates:"
-        f" {jax.tree.structure(updates)}\n  params:  {treedef}") from e
-
-
-def _norm_constraint(shell: Shell, axis: Axis, mask: Mask, owner: str
-                     ) -> optax.GradientTransformation:
+def _norm_constraint(bounds: dict[str, Bound], rate: Scalar, layout: _layouts.Layout,
+                     mask: Mask, owner: str) -> optax.GradientTransformation:
   """The transformation behind ``max_norm``, ``min_max_norm`` and ``unit_norm``."""
 
   def init_fn(params: PyTree) -> NormConstraintState:
-    _plan(params, mask, axis, owner)
+    plan_shells(params, bounds, rate, layout=layout, mask=mask, owner=owner,
+                require_selection=True)
     return NormConstraintState(_zero(), _zero())
 
   def update_fn(updates: PyTree, state: NormConstraintState, params: PyTree = None
@@ -119,27 +95,24 @@ def _norm_constraint(shell: Shell, axis: Axis, mask: Mask, owner: str
     del state
     if params is None:
       raise _missing_params(owner)
-    _, leaves, leaf_axes, treedef = _plan(params, mask, axis, owner)
-    update_leaves = _flatten_updates(updates, treedef, owner)
-    new_updates, outside_counts, maxima, total = [], [], [], 0
-    for param, update, axes in zip(leaves, update_leaves, leaf_axes):
-      if axes is None:
-        new_updates.append(update)
-        continue
-      new_update, norms, outside = project_update_leaf(param, update, axes, shell)
-      new_updates.append(new_update)
-      outside_counts.append(jnp.sum(outside, dtype=jnp.int32))
-      maxima.append(jnp.max(norms).astype(jnp.float32))
-      total += outside.size
-    fraction = jnp.sum(jnp.stack(outside_counts)).astype(jnp.float32) / total
-    largest = jnp.max(jnp.stack(maxima))
-    return (jax.tree_util.tree_unflatten(treedef, new_updates),
-            NormConstraintState(fraction, largest))
+    leaf_plan = plan_shells(params, bounds, rate, layout=layout, mask=mask, owner=owner,
+                            require_selection=True)
+
+    def one(site: Site, param: jax.Array, update: jax.Array
+            ) -> tuple[jax.Array, LeafResult]:
+      return project_update_leaf(param, update, site.axes, Shell.at(site, rate, owner=owner))
+
+    new_updates, results = leaf_plan.map(one, params, updates, owner=owner)
+    largest = jnp.max(jnp.stack([r.largest for r in results]))
+    fraction = _fraction([r.outside for r in results], sum(r.neurons for r in results),
+                         [r.faulty for r in results])
+    return new_updates, NormConstraintState(fraction, largest)
 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def max_norm(max_value: Scalar = 3.0, *, axis: Axis = None, mask: Mask = None
+def max_norm(max_value: Bound = 3.0, *, axis: _layouts.Axis = None,
+             neuron_axis: int | None = None, mask: Mask = None
              ) -> optax.GradientTransformation:
   r"""Keeps every neuron's incoming weight vector within norm ``max_value``.
 
@@ -162,15 +135,54 @@ def max_norm(max_value: Scalar = 3.0, *, axis: Axis = None, mask: Mask = None
 
   The transformation needs ``params`` and belongs last in a chain.
 
+  What it does at the edges:
+
+  * **Low precision.** For a bf16 or fp16 leaf the updates come back in
+    float32: in the leaf's dtype, ``target - params`` would be rounded at the
+    scale of ``params`` (a bf16 neuron of norm 300 projected onto norm 1 would
+    land near 1.4, or on zero). ``optax.apply_updates`` adds them in float32
+    and casts back, so the new params are the projection rounded once to bf16.
+    (Under ``jax_numpy_dtype_promotion="strict"``, add them in float32
+    yourself.) Other leaves keep their dtype.
+  * **Any finite weights** are projected correctly: when squaring overflows
+    (weights beyond about 1.8e19 in float32) or underflows, that leaf's norms
+    are taken from ``w / max|w|`` instead, on a slow path the common case
+    does not pay for.
+  * **Non-finite values pass through.** A neuron of ``params + updates`` that
+    holds a NaN or an inf keeps its update as it is (as it would without the
+    constraint), and both telemetry values of the state become NaN (or
+    ``largest_norm`` inf): ``jnp.isnan(state.fraction_at_bound)`` is the
+    signal to stop.
+  * **A traced bound** (``optax.inject_hyperparams`` under ``jit``, or a
+    callable bound computed from the leaf) cannot be checked in Python. If it
+    is invalid (not finite, or <= 0), the updates of the leaves it applies to
+    are NaN, and so is the telemetry: never a silently flipped sign or a
+    disabled constraint.
+  * **Empty leaves** (a zero-size axis) are left as they are: they have no
+    neuron, or only empty ones of norm 0.
+
   Args:
-    max_value: the largest allowed neuron norm :math:`c`; finite and > 0.
-    axis: ``None`` (default) reduces over every axis but the last, which is a
-      neuron of a Flax Dense ``(in, out)`` or Conv ``(..., in, out)`` kernel.
-      An int or tuple of ints has Keras's meaning: the axes to reduce over.
-      With ``optax.inject_hyperparams``, list ``"axis"`` in ``static_args``.
-    mask: which leaves to constrain: ``None`` for every leaf of rank >= 2 (all
-      kernels, no biases), a pytree of bools, or a callable such as
-      :func:`paths_matching`.
+    max_value: the largest allowed neuron norm :math:`c`; finite and > 0. A
+      number (or scalar array) for every constrained leaf, or per leaf: a
+      pytree of numbers with the structure of the params or a prefix of it
+      (``None`` where a leaf is not constrained), or a callable
+      ``(path, leaf) -> number`` given the leaf's path (``"Dense_0/kernel"``)
+      and the leaf. With ``optax.inject_hyperparams``, a number can change at
+      run time; list a callable ``max_value`` in ``static_args`` (optax would
+      take it for a schedule; a pytree is passed through as it is).
+    axis: Keras's meaning: an int or tuple of ints, the axes to reduce over.
+    neuron_axis: the axis that indexes the neurons; the norm is taken over all
+      the others. By default (neither ``axis`` nor ``neuron_axis``) it is the
+      last axis, where Flax, Haiku and Keras keep a kernel's outputs (Dense
+      ``(in, out)``, Conv ``(kh, kw, in, out)``); the weights of Equinox's
+      Linear, Conv and ConvTranspose (``(out, in, ...)``) are recognised from
+      the params tree and get axis 0, and any other array inside an Equinox
+      module is refused until you say where its neurons are. With
+      ``optax.inject_hyperparams``, list ``"axis"`` or ``"neuron_axis"`` in
+      ``static_args``.
+    mask: which leaves to constrain: ``None`` for every kernel (every leaf of
+      rank >= 2 except an Equinox convolution's ``(out, 1, 1)`` bias), a pytree
+      of bools, or a callable such as :func:`paths_matching`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a
@@ -179,8 +191,10 @@ def max_norm(max_value: Scalar = 3.0, *, axis: Axis = None, mask: Mask = None
   Raises:
     ValueError: for a ``max_value`` that is not finite and positive; at
       ``init`` or first trace, for a mask that does not fit the params or
-      selects nothing, an ``axis`` out of range for a selected leaf, or a
-      selected leaf that is not floating point; and when ``params`` is None.
+      selects nothing, a layout that does not fit a selected leaf, a selected
+      leaf that is not floating point, a per-leaf ``max_value`` that is
+      missing or invalid for a selected leaf, or updates that do not have the
+      structure and shapes of the params; and when ``params`` is None.
 
   Examples:
     >>> import jax.numpy as jnp, optax
@@ -196,18 +210,29 @@ def max_norm(max_value: Scalar = 3.0, *, axis: Axis = None, mask: Mask = None
     >>> optax.tree_utils.tree_get(state, "fraction_at_bound")
     Array(0.5, dtype=float32)
 
+    A bound per layer, here from the path:
+
+    >>> params = {"Dense_0": {"kernel": jnp.full((4, 2), 2.0)},
+    ...           "Dense_1": {"kernel": jnp.full((4, 2), 2.0)}}
+    >>> tx = mnj.max_norm(lambda path, w: 1.0 if path.startswith("Dense_0") else 2.0)
+    >>> updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    >>> mnj.neuron_norms(optax.apply_updates(params, updates))
+    {'Dense_0': {'kernel': Array([1., 1.], dtype=float32)},
+     'Dense_1': {'kernel': Array([2., 2.], dtype=float32)}}
+
   References:
     Srivastava et al., `Dropout: A Simple Way to Prevent Neural Networks from
     Overfitting <https://jmlr.org/papers/v15/srivastava14a.html>`_, JMLR 2014.
   """
   owner = "max_norm"
-  _hyperparams.check_positive_finite("max_value", max_value, owner=owner)
-  check_axis(axis, owner=owner)
-  return _norm_constraint(Shell(0.0, max_value, 1.0), axis, mask, owner)
+  _hyperparams.check_bounds(0.0, max_value, 1.0, owner=owner)
+  return _norm_constraint({"max_value": max_value}, 1.0,
+                          _layouts.layout(axis, neuron_axis, owner=owner), mask, owner)
 
 
-def min_max_norm(min_value: Scalar = 0.0, max_value: Scalar = 1.0, rate: Scalar = 1.0,
-                 *, axis: Axis = None, mask: Mask = None) -> optax.GradientTransformation:
+def min_max_norm(min_value: Bound = 0.0, max_value: Bound = 1.0, rate: Scalar = 1.0, *,
+                 axis: _layouts.Axis = None, neuron_axis: int | None = None,
+                 mask: Mask = None) -> optax.GradientTransformation:
   r"""Keeps every neuron's norm within ``[min_value, max_value]``, at ``rate``.
 
   A neuron of norm :math:`n` outside the range is rescaled to norm
@@ -220,13 +245,21 @@ def min_max_norm(min_value: Scalar = 0.0, max_value: Scalar = 1.0, rate: Scalar 
   range keep their update bit for bit, and a zero neuron stays zero (it has no
   direction to scale), where Keras would return it unchanged as well.
 
-  The transformation needs ``params`` and belongs last in a chain.
+  The transformation needs ``params`` and belongs last in a chain. Low
+  precision, non-finite values, traced bounds and empty leaves are handled as
+  for :func:`max_norm` (a traced bound is invalid unless
+  ``0 <= min_value <= max_value``, ``max_value`` is finite and > 0, and
+  ``0 <= rate <= 1``).
 
   Args:
-    min_value: the smallest allowed norm; finite and >= 0.
-    max_value: the largest allowed norm; finite, > 0 and >= ``min_value``.
-    rate: in [0, 1], how far to move an out-of-range norm towards the range.
+    min_value: the smallest allowed norm; finite and >= 0. Per leaf as
+      ``max_value`` is for :func:`max_norm`.
+    max_value: the largest allowed norm; finite, > 0 and >= ``min_value``. Per
+      leaf as for :func:`max_norm`.
+    rate: in [0, 1], how far to move an out-of-range norm towards the range
+      (one number for every leaf).
     axis: as for :func:`max_norm`.
+    neuron_axis: as for :func:`max_norm`.
     mask: as for :func:`max_norm`.
 
   Returns:
@@ -244,19 +277,23 @@ def min_max_norm(min_value: Scalar = 0.0, max_value: Scalar = 1.0, rate: Scalar 
            [0.8, 1.6]], dtype=float32)
   """
   owner = "min_max_norm"
-  check_min_max(min_value, max_value, rate, owner=owner)
-  check_axis(axis, owner=owner)
-  return _norm_constraint(Shell(min_value, max_value, rate), axis, mask, owner)
+  _hyperparams.check_bounds(min_value, max_value, rate, owner=owner)
+  return _norm_constraint({"min_value": min_value, "max_value": max_value}, rate,
+                          _layouts.layout(axis, neuron_axis, owner=owner), mask, owner)
 
 
-def unit_norm(*, axis: Axis = None, mask: Mask = None) -> optax.GradientTransformation:
+def unit_norm(*, axis: _layouts.Axis = None, neuron_axis: int | None = None,
+              mask: Mask = None) -> optax.GradientTransformation:
   r"""Rescales every neuron to unit norm, :math:`w \leftarrow w / \lVert w \rVert`.
 
   Keras's ``UnitNorm``. A zero neuron stays zero instead of dividing by
-  ``1e-7``. The transformation needs ``params`` and belongs last in a chain.
+  ``1e-7``, and a tiny one (1e-25) is normalised too. The transformation needs
+  ``params`` and belongs last in a chain; the edge cases are as for
+  :func:`max_norm`.
 
   Args:
     axis: as for :func:`max_norm`.
+    neuron_axis: as for :func:`max_norm`.
     mask: as for :func:`max_norm`.
 
   Returns:
@@ -274,8 +311,8 @@ def unit_norm(*, axis: Axis = None, mask: Mask = None) -> optax.GradientTransfor
            [0.8]], dtype=float32)
   """
   owner = "unit_norm"
-  check_axis(axis, owner=owner)
-  return _norm_constraint(Shell(1.0, 1.0, 1.0), axis, mask, owner)
+  return _norm_constraint({"min_value": 1.0, "max_value": 1.0}, 1.0,
+                          _layouts.layout(axis, neuron_axis, owner=owner), mask, owner)
 
 
 def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
@@ -283,8 +320,10 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
 
   Keras's ``NonNeg``. Weights that stay non-negative keep their update bit for
   bit; the others get the update that lands them exactly on zero. By default
-  it constrains every leaf of rank >= 2, like the other constraints here; pass
-  ``mask`` to choose others (rank-0 and rank-1 leaves are allowed).
+  it constrains every kernel, like the other constraints here; pass ``mask``
+  to choose others (rank-0 and rank-1 leaves are allowed). Updates keep their
+  dtype. A weight of ``params + updates`` that is NaN or inf keeps its update
+  (so ``-inf`` is not hidden as 0), and ``fraction_at_bound`` is then NaN.
 
   The transformation needs ``params`` and belongs last in a chain.
 
@@ -306,7 +345,7 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
   owner = "non_neg"
 
   def init_fn(params: PyTree) -> NonNegState:
-    _plan(params, mask, None, owner, elementwise=True)
+    plan(params, mask=mask, owner=owner, layout=None, require_selection=True)
     return NonNegState(_zero())
 
   def update_fn(updates: PyTree, state: NonNegState, params: PyTree = None
@@ -314,18 +353,16 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
     del state
     if params is None:
       raise _missing_params(owner)
-    _, leaves, leaf_axes, treedef = _plan(params, mask, None, owner, elementwise=True)
-    update_leaves = _flatten_updates(updates, treedef, owner)
-    new_updates, counts, total = [], [], 0
-    for param, update, axes in zip(leaves, update_leaves, leaf_axes):
-      if axes is None:
-        new_updates.append(update)
-        continue
-      new_update, negative = nonneg_update_leaf(param, update)
-      new_updates.append(new_update)
-      counts.append(jnp.sum(negative, dtype=jnp.int32))
-      total += negative.size
-    fraction = jnp.sum(jnp.stack(counts)).astype(jnp.float32) / total
-    return jax.tree_util.tree_unflatten(treedef, new_updates), NonNegState(fraction)
+
+    def one(site: Site, param: jax.Array, update: jax.Array
+            ) -> tuple[jax.Array, tuple[jax.Array, int, jax.Array]]:
+      del site
+      new_update, clipped, nonfinite = nonneg_update_leaf(param, update)
+      return new_update, (jnp.sum(clipped, dtype=jnp.int32), clipped.size, jnp.any(nonfinite))
+
+    leaf_plan = plan(params, mask=mask, owner=owner, layout=None, require_selection=True)
+    new_updates, results = leaf_plan.map(one, params, updates, owner=owner)
+    counts, sizes, faulty = zip(*results)
+    return new_updates, NonNegState(_fraction(list(counts), sum(sizes), list(faulty)))
 
   return optax.GradientTransformation(init_fn, update_fn)

@@ -1,13 +1,21 @@
-"""Strict JAX for the core library's tests.
+"""Strict JAX for the core library's tests, and the fixtures they share.
 
 The library must not rely on implicit dtype promotion or rank broadcasting,
 which hide bugs such as a bf16 leaf silently becoming fp32. Optax's own
 optimizers do rely on it (``adam``'s bias correction raises a float to an int32
 power), so tests that run them mark themselves ``uses_optax_optimizers``; such
 tests keep rank promotion strict.
+
+The test files mirror the modules: ``test_<module>.py`` tests
+``maxnorm_jax/_<module>.py`` (``test_nnx.py`` tests ``maxnorm_jax/nnx.py``);
+``test_integrations.py`` (jit, optax wrappers, Flax, sharding),
+``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
+``test_public_api.py`` and ``test_readme_examples.py`` cut across them.
 """
 
 import jax
+import jax.numpy as jnp
+import numpy as np
 import pytest
 
 
@@ -23,3 +31,37 @@ def strict_jax(request):
                else "strict")
   with jax.numpy_dtype_promotion(promotion), jax.numpy_rank_promotion("raise"):
     yield
+
+
+# Shared by the tests of several modules.
+
+@pytest.fixture
+def kernel_with_norms():
+  """Makes a (fan_in, len(norms)) float32 kernel whose column j has norm norms[j]."""
+
+  def make(norms, fan_in=5, seed=0):
+    rng = np.random.default_rng(seed)
+    w = rng.normal(size=(fan_in, len(norms)))
+    w = w / np.linalg.norm(w, axis=0) * np.asarray(norms)
+    return jnp.asarray(w, jnp.float32)
+
+  return make
+
+
+@pytest.fixture
+def small_params():
+  """A Dense kernel and bias and a Conv kernel, Flax layout, all ones."""
+  return {"Dense_0": {"kernel": jnp.ones((4, 3)), "bias": jnp.ones(3)},
+          "Conv_0": {"kernel": jnp.ones((3, 3, 2, 4))}}
+
+
+@pytest.fixture
+def trace(small_params):
+  """Runs ``tx.init`` and a jitted ``tx.update``: the two places errors may surface."""
+
+  def run(tx, params=None):
+    params = small_params if params is None else params
+    state = tx.init(params)
+    return jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
+
+  return run

@@ -1,5 +1,6 @@
 """Property-based tests of max_norm over shapes, ranks, dtypes and scales."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
@@ -44,35 +45,45 @@ def _norms64(x):
   return np.sqrt((x ** 2).reshape(-1, x.shape[-1]).sum(0))
 
 
-@settings(max_examples=80, deadline=None)
+@settings(max_examples=40, deadline=None)
 @given(problems())
 def test_max_norm_invariants(problem):
   params, updates, c = problem
   tx = mnj.max_norm(c)
   new, _ = tx.update({"w": updates}, tx.init({"w": params}), {"w": params})
   new = new["w"]
-  assert new.dtype == updates.dtype
-  after = np.asarray(optax.apply_updates(params, new))
+  # bf16/fp16 leaves get float32 updates (see max_norm); apply_updates casts back.
+  assert new.dtype == jnp.float32
+  with jax.numpy_dtype_promotion("standard"):
+    after = np.asarray(optax.apply_updates(params, new))
+  assert after.dtype == params.dtype
   assert np.all(np.isfinite(after))
   # The candidate p + u as the library sees it: summed in float32.
   candidate = np.asarray(params, np.float32) + np.asarray(updates, np.float32)
   before = _norms64(candidate)
-  eps = float(jnp.finfo(params.dtype).eps)
-  # 1. Every neuron ends within the ball: to 1e-6 in fp32; in bf16/fp16 the
-  #    final params + update rounding costs a few ulps of the inputs' scale.
-  scale = 1 + (_norms64(params) + before) / c
-  tol = np.full_like(scale, 1e-6) if params.dtype == jnp.float32 else 4 * eps * scale
-  assert np.all(_norms64(after) <= c * (1 + tol))
-  # 2. Neurons clearly inside keep their update bit for bit.
+  # 1. Every neuron ends within the ball: to 1e-6 in fp32; in bf16/fp16 within
+  #    the rounding of the target to the params' dtype (half an ulp), plus the
+  #    float32 rounding of target - params and of the target itself.
+  if params.dtype == jnp.float32:
+    tol = np.full_like(before, c * 1e-6)
+  else:
+    half_ulp = float(jnp.finfo(params.dtype).eps) / 2
+    f32 = 2.0 ** -24 * (2 * _norms64(params) + 6 * c)
+    tol = c * half_ulp + f32 * (1 + half_ulp)
+  assert np.all(_norms64(after) <= c + tol)
+  # 2. Neurons clearly inside keep their update bit for bit (as a value: a bf16
+  #    update comes back as the same number in float32).
   inside = before < c * (1 - 1e-5)
-  np.testing.assert_array_equal(_bits(np.asarray(new)[..., inside]),
+  np.testing.assert_array_equal(_bits(np.asarray(new)[..., inside].astype(updates.dtype)),
                                 _bits(np.asarray(updates)[..., inside]))
+  np.testing.assert_array_equal(np.asarray(new)[..., inside],
+                                np.asarray(updates, np.float32)[..., inside])
   # 3. Neurons clearly outside end on the sphere.
   outside = before > c * (1 + 1e-5)
-  assert np.all(np.abs(_norms64(after)[outside] - c) <= c * tol[outside])
+  assert np.all(np.abs(_norms64(after)[outside] - c) <= tol[outside])
 
 
-@settings(max_examples=50, deadline=None)
+@settings(max_examples=25, deadline=None)
 @given(problems())
 def test_projection_is_idempotent_and_a_projection(problem):
   params, updates, c = problem

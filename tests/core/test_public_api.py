@@ -2,6 +2,9 @@
 
 import subprocess
 import sys
+import types
+
+import pytest
 
 import maxnorm_jax as mnj
 
@@ -14,14 +17,29 @@ PUBLIC = {
 
 def test_every_public_name_imports():
   assert set(mnj.__all__) == PUBLIC
+  # Nothing public is left out of __all__ (submodules aside)...
+  listed = {name for name, value in vars(mnj).items()
+            if not name.startswith("_") and not isinstance(value, types.ModuleType)}
+  assert listed == PUBLIC
   for name in mnj.__all__:
-    assert getattr(mnj, name) is not None, name
+    # ...and each name is the library's own, with a docstring.
+    assert getattr(mnj, name).__module__.startswith("maxnorm_jax._"), name
     assert getattr(mnj, name).__doc__, f"{name} has no docstring"
+
+
+def test_optional_submodules_load_on_first_use():
+  code = ("import sys, maxnorm_jax as mnj; before = 'flax' in sys.modules; "
+          "tx = mnj.nnx.constraints_from; print(before, 'flax' in sys.modules)")
+  out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=True).stdout.strip()
+  assert out == "False True"
+  with pytest.raises(AttributeError, match="has no attribute 'flax'"):
+    mnj.flax  # noqa: B018
 
 
 def test_core_imports_only_jax_and_optax():
   heavy = ["flax", "tensorflow", "tensorflow_datasets", "keras", "orbax", "torch",
-           "matplotlib", "tqdm"]
+           "matplotlib", "tqdm", "equinox", "haiku"]
   code = ("import sys, maxnorm_jax; "
           f"print([m for m in {heavy!r} if m in sys.modules])")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

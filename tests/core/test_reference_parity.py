@@ -100,3 +100,26 @@ def test_only_neurons_over_the_bound_change_like_torch_renorm(layer):
   # Both leave the neurons inside the ball exactly as they were.
   np.testing.assert_array_equal(got[..., inside], np.asarray(w)[..., inside])
   np.testing.assert_array_equal(expected[..., inside], np.asarray(w)[..., inside])
+
+
+@pytest.mark.parametrize("layer", ["linear", "conv2d", "conv_transpose2d"])
+def test_equinox_layout_matches_torch_renorm_and_keras_on_the_other_axes(layer):
+  """Equinox keeps PyTorch's (out, in, ...) layout, where renorm's idiom is dim=0."""
+  eqx = pytest.importorskip("equinox")
+  torch = pytest.importorskip("torch")
+  key = jax.random.key(0)
+  module = {"linear": lambda: eqx.nn.Linear(20, 8, key=key),
+            "conv2d": lambda: eqx.nn.Conv2d(4, 8, 3, key=key),
+            "conv_transpose2d": lambda: eqx.nn.ConvTranspose2d(4, 8, 3, key=key)}[layer]()
+  rng = np.random.default_rng(4)
+  w = module.weight * jnp.asarray(rng.uniform(1.0, 40.0, size=(8,) + (1,) * (module.weight.ndim
+                                                                            - 1)), jnp.float32)
+  params = eqx.filter(eqx.tree_at(lambda m: m.weight, module, w), eqx.is_array)
+  got = np.asarray(mnj.project_max_norm(params, 3.0).weight)
+  expected = torch.renorm(torch.from_numpy(np.array(w)), p=2, dim=0, maxnorm=3.0).numpy()
+  np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-7)
+  keras_axes = list(range(1, w.ndim))
+  np.testing.assert_allclose(got, _keras(keras.constraints.MaxNorm(3.0, axis=keras_axes), w),
+                             rtol=1e-5, atol=1e-7)
+  norms = np.linalg.norm(np.asarray(w).reshape(8, -1), axis=1)
+  assert 0 < (norms <= 3.0).sum() < 8
