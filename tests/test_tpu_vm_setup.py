@@ -154,6 +154,17 @@ def test_default_runs_these_commands_in_order(sandbox):
   assert not (sandbox["home"] / "gcs" / ".vm_setup_write_probe.worker0").exists()
 
 
+def test_without_the_bucket_copy_the_first_run_downloads(sandbox):
+  rc, stderr, commands = run_setup(sandbox, CIFAR10_FROM_BUCKET="0")
+  assert rc == 0, stderr
+  assert not any(c.startswith("gcloud storage cp") for c in commands), commands
+  assert "mountpoint -q ~/gcs" in commands  # The rest of the set-up still runs.
+  sandbox["log"].unlink()
+  rc, stderr, commands = run_setup(sandbox, CIFAR10_FROM_BUCKET="yes")
+  assert rc != 0 and "CIFAR10_FROM_BUCKET must be 0 or 1" in stderr
+  assert not any(c.startswith("~/venv/bin/pip") for c in commands)
+
+
 @pytest.mark.parametrize("jax_version, python", [
   ("0.6.2", "3.10"), ("0.7.0", "3.11"), ("0.10.0", "3.11"), ("0.10.2", "3.11"),
   ("0.11.0", "3.12"), ("0.11.2", "3.12"), ("0.12.0.1", "3.12"),

@@ -1,7 +1,8 @@
 """2-D convolution as one matrix multiplication (im2col), for XLA:CPU.
 
-XLA:CPU computes this network's 3x3 convolutions, forward and backward, about
-2x slower than it multiplies matrices of the same FLOP count. Gathering the
+XLA:CPU computes this network's 3x3 convolutions, forward and backward, more
+slowly than it multiplies matrices of the same FLOP count (the whole train step
+is 1.6x faster with this module; see ``benchmarks/README.md``). Gathering the
 3x3 patches into the channel axis (``kh*kw*cin`` wide) and multiplying by the
 reshaped kernel is the same sum in another order, so it agrees with
 ``lax.conv_general_dilated`` to float rounding, and autodiff gives its

@@ -1,38 +1,44 @@
-"""CIFAR-10 from tensorflow-datasets, held on the device as uint8.
+"""CIFAR-10 on the devices: read once, split by example over the mesh, batched on device.
 
-Host side (once): :func:`load_splits` reads tfds's ``train`` and ``test``
-splits through ``tfds.data_source`` (array_record; no TensorFlow needed to
-read), decodes them into uint8 arrays, and splits ``val_size`` validation
-examples off ``train`` with a fixed seed.
+Host side (once per run): :func:`load_splits` takes tfds's ``train`` and
+``test`` splits, in tfds's stored order, from :mod:`.data_sources` (CIFAR-10's
+canonical archive, decoded and cached, or a prepared tfds copy given by
+``--data-dir``; no TensorFlow either way), splits ``val_size`` validation
+examples off ``train`` with a fixed seed, and places every split on the devices
+as uint8, split by example over the mesh's ``"data"`` axis. Each process takes
+only the examples its own devices hold (and decodes only those, when a split
+is decoded on demand).
 
-Device side (every step, inside the jitted step): :func:`epoch_order` shuffles
-the training set on the device, and :func:`batch_at` slices one batch out of
-it and normalises it as the article does (``x / 255``). An order is padded with
-``-1`` to a whole number of batches, so the last, partial batch keeps the same
-shape (no recompilation) and its padding gets weight 0.
+Device side (every step, inside the jitted step): :func:`epoch_order`
+shuffles the training set on the device, and :func:`batch_at` gathers one
+batch from the devices that hold its examples and normalises it as the article
+does (``x / 255``). An order is padded with ``-1`` to a whole number of
+batches, so the last, partial batch keeps the same shape (no recompilation)
+and its padding gets weight 0. The examples of every batch, and hence the
+result, do not depend on the number of devices or hosts (up to floating-point
+summation order).
 """
 
 from __future__ import annotations
 
-import importlib.util
+import math
 from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import tensorflow_datasets as tfds
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+from experiments.cifar10 import data_sources
+from experiments.cifar10.configs import Config
+from experiments.cifar10.data_sources import DataUnavailableError
+from experiments.cifar10.sharding import DATA
 
 __all__ = [
-    "Batch", "DataUnavailableError", "Split", "Splits", "batch_at", "epoch_order",
-    "eval_order", "load_splits", "num_batches", "open_source", "read_examples",
-    "split_indices", "to_device",
+    "Batch", "DataUnavailableError", "Split", "SplitSizes", "Splits", "batch_at", "epoch_order",
+    "eval_order", "load_splits", "num_batches", "read_examples", "shard_rows", "split_indices",
 ]
-
-_READ_CHUNK = 5000  # Examples decoded per `__getitems__` call (batched array_record reads).
-
-
-class DataUnavailableError(RuntimeError):
-  """The data set is neither on disk nor obtainable; the message says what to do."""
 
 
 class Split(NamedTuple):
@@ -48,6 +54,13 @@ class Splits(NamedTuple):
   test: Split
 
 
+class SplitSizes(NamedTuple):
+  """The number of real examples of each split (the arrays are padded to whole shards)."""
+  train: int
+  val: int
+  test: int
+
+
 class Batch(NamedTuple):
   """A training or evaluation batch.
 
@@ -61,82 +74,14 @@ class Batch(NamedTuple):
   weights: jax.Array
 
 
-def _missing_data_message(name: str, data_dir: str | None, cause: BaseException) -> str:
-  where = data_dir or "tfds's default data directory (~/tensorflow_datasets, or $TFDS_DATA_DIR)"
-  no_tf = importlib.util.find_spec("tensorflow") is None
-  target = repr(data_dir) if data_dir else "None"
-  return (
-      f"Could not load the '{name}' data set from {where}: {type(cause).__name__}: {cause}. "
-      f"Either point --data-dir at a directory that holds a tfds-built copy "
-      f"(<data-dir>/{name}/<version>/ with array_record files), or let tfds download and "
-      f"build it once, which needs network access and TensorFlow"
-      + (" (not installed here)" if no_tf else "")
-      + f": `pip install tensorflow`, then rerun this command, or run `python -c \"import "
-      f"tensorflow_datasets as tfds; tfds.data_source('{name}', data_dir={target})\"`. "
-      f"Training reads the built copy without TensorFlow."
-  )
-
-
-def open_source(name: str, split: str, data_dir: str | None, download: bool):
-  """tfds's random-access data source of one split; nothing is decoded yet.
-
-  Raises:
-    DataUnavailableError: the data is missing and could not be obtained.
-  """
-  try:
-    if not download:  # Without this check tfds blames the file format of a missing data set.
-      builder = tfds.builder(name, data_dir=data_dir)
-      if not builder.is_prepared():
-        raise FileNotFoundError(f"no prepared copy in {builder.data_dir} (--no-download)")
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=download)
-  except Exception as e:  # tfds raises many kinds: missing files, no TF, no network.
-    raise DataUnavailableError(_missing_data_message(name, data_dir, e)) from e
-
-
 def read_examples(source, indices: np.ndarray) -> Split:
-  """Decodes the examples ``indices`` of a data source (in that order) into uint8
-  images and int32 labels. A multi-host run reads only its own share this way."""
-  indices = [int(i) for i in indices]
-  images, labels = [], []
-  for start in range(0, len(indices), _READ_CHUNK):
-    examples = source.__getitems__(indices[start:start + _READ_CHUNK])
-    images.extend(ex["image"] for ex in examples)
-    labels.extend(ex["label"] for ex in examples)
-  return Split(np.stack(images).astype(np.uint8), np.asarray(labels, np.int32))
-
-
-def _read_split(name: str, split: str, data_dir: str | None, download: bool) -> Split:
-  """Decodes one tfds split into uint8 images and int32 labels."""
-  source = open_source(name, split, data_dir, download)
-  return read_examples(source, np.arange(len(source)))
-
-
-def _take(split: Split, index: np.ndarray) -> Split:
-  return Split(split.images[index], split.labels[index])
-
-
-def load_splits(
-    name: str = "cifar10",
-    *,
-    data_dir: str | None = None,
-    val_size: int = 5000,
-    split_seed: int = 0,
-    download: bool = True,
-) -> Splits:
-  """Loads tfds's ``train``/``test`` and splits validation off ``train``.
-
-  The validation examples are a random subset, drawn with ``split_seed``, of
-  tfds's ``train`` split; train keeps the rest in their stored order.
-
-  Raises:
-    DataUnavailableError: the data is missing and could not be obtained.
-    ValueError: ``val_size`` leaves no training examples.
-  """
-  full_train = _read_split(name, "train", data_dir, download)
-  test = _read_split(name, "test", data_dir, download)
-  train_index, val_index = split_indices(len(full_train.labels), val_size, split_seed)
-  return Splits(train=_take(full_train, train_index), val=_take(full_train, val_index),
-                test=test)
+  """The examples ``indices`` of a split (in that order) as uint8 images and int32
+  labels. ``source`` is a :class:`~.data_sources.Decoded` split, or a tfds data
+  source, which decodes only these examples; a multi-host run reads only its own
+  share this way."""
+  if isinstance(source, data_sources.Decoded):
+    return Split(source.images[indices], source.labels[indices])
+  return Split(*data_sources.decode_examples(source, [int(i) for i in indices]))
 
 
 def split_indices(num_examples: int, val_size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -152,12 +97,6 @@ def split_indices(num_examples: int, val_size: int, seed: int) -> tuple[np.ndarr
   is_val = np.zeros(num_examples, bool)
   is_val[np.random.default_rng(seed).permutation(num_examples)[:val_size]] = True
   return np.flatnonzero(~is_val), np.flatnonzero(is_val)
-
-
-def to_device(split: Split, limit: int | None = None) -> Split:
-  """Puts (the first ``limit`` examples of) a split on the default device."""
-  end = None if limit is None else limit
-  return Split(jnp.asarray(split.images[:end]), jnp.asarray(split.labels[:end]))
 
 
 def num_batches(num_examples: int, batch_size: int) -> int:
@@ -185,11 +124,86 @@ def eval_order(num_examples: int, batch_size: int) -> jax.Array:
   return _pad(jnp.arange(num_examples, dtype=jnp.int32), batch_size)
 
 
+def shard_rows(source, index: np.ndarray, mesh: Mesh) -> Split:
+  """Examples ``index`` of ``source`` as arrays split by rows over ``"data"``.
+
+  ``source`` is a random-access source of ``{"image", "label"}`` examples (what
+  :func:`load_splits` reads, or synthetic data). The rows are padded with zeros
+  to a multiple of the device count (batches never index the padding). This
+  process decodes only the rows of its own devices.
+  """
+  n, devices = len(index), mesh.shape[DATA]
+  rows = math.ceil(n / devices) * devices
+  sharding = NamedSharding(mesh, P(DATA))
+  spans = [s[0].indices(rows)[:2]  # type: ignore[index,union-attr]
+           for s in sharding.addressable_devices_indices_map((rows,)).values()]
+  lo, hi = min(a for a, _ in spans), max(b for _, b in spans)
+  real = read_examples(source, index[lo:min(hi, n)] if lo < n else index[:1])
+  if hi <= n:  # No padding among this process's rows: use them as read.
+    images, labels = real.images, real.labels
+  else:
+    images = np.zeros((hi - lo, *real.images.shape[1:]), np.uint8)
+    labels = np.zeros((hi - lo,), np.int32)
+    if lo < n:
+      images[:n - lo], labels[:n - lo] = real.images, real.labels
+
+  def local(buffer):
+    def rows_of(idx):
+      start, stop, _ = idx[0].indices(rows)
+      return buffer[start - lo:stop - lo]
+    return rows_of
+
+  return Split(
+      jax.make_array_from_callback((rows, *images.shape[1:]), sharding, local(images)),
+      jax.make_array_from_callback((rows,), sharding, local(labels)))
+
+
+def load_splits(config: Config, mesh: Mesh) -> tuple[Splits, SplitSizes]:
+  """The train, validation and test splits of ``config``, on ``mesh``'s devices.
+
+  The validation examples are a random subset, drawn with ``split_seed``, of
+  tfds's ``train`` split (in tfds's stored order, whichever source it comes
+  from); train keeps the rest in their stored order. The subsets take the
+  first examples of each. Every split is split by example over ``"data"``, and
+  each process takes only its own devices' share.
+
+  Raises:
+    DataUnavailableError: the data set cannot be found, fetched, verified or built.
+  """
+  train_source, test_source = data_sources.open_splits(config)
+  train_index, val_index = split_indices(
+      len(train_source), config.val_size, config.split_seed)
+  wanted = ((train_source, train_index[:config.train_subset]),
+            (train_source, val_index[:config.eval_subset]),
+            (test_source, np.arange(len(test_source))[:config.eval_subset]))
+  splits = Splits(*(shard_rows(src, index, mesh) for src, index in wanted))
+  return splits, SplitSizes(*(len(index) for _, index in wanted))
+
+
 def batch_at(data: Split, order: jax.Array, index: int | jax.Array, batch_size: int,
-             dtype: jnp.dtype = jnp.float32) -> Batch:
-  """Batch number ``index`` of ``order``, gathered and normalised on the device."""
-  ids = jax.lax.dynamic_slice_in_dim(order, index * batch_size, batch_size)
-  valid = ids >= 0
-  ids = jnp.where(valid, ids, 0)
-  images = (data.images[ids].astype(jnp.float32) / 255).astype(dtype)
-  return Batch(images, data.labels[ids], valid.astype(jnp.float32))
+             dtype: jnp.dtype = jnp.float32, *, mesh: Mesh) -> Batch:
+  """Batch ``index`` of ``order`` (a replicated array of example ids, -1 for
+  padding) out of ``data`` split by rows over ``mesh``; the batch comes out split
+  over ``"data"``.
+
+  Every device picks the batch's examples it holds (zeros elsewhere), and one
+  reduce-scatter (``psum_scatter``) hands each device its slice of the batch.
+  Adding zeros is exact, so the batch is the same bit for bit on any number of
+  devices. Use it inside ``jax.jit``.
+  """
+  def local(images, labels, order, index):
+    ids = jax.lax.dynamic_slice_in_dim(order, index * batch_size, batch_size)
+    shard = jax.lax.axis_index(DATA)
+    # Padding (-1) takes example 0, with weight 0.
+    local_ids = jnp.where(ids >= 0, ids, 0) - shard * images.shape[0]
+    owned = (local_ids >= 0) & (local_ids < images.shape[0])
+    safe = jnp.where(owned, local_ids, 0)
+    pixels = jnp.where(owned[:, None, None, None], images[safe].astype(jnp.float32), 0.0)
+    pixels = jax.lax.psum_scatter(pixels, DATA, scatter_dimension=0, tiled=True)
+    picked = jax.lax.psum_scatter(jnp.where(owned, labels[safe], 0), DATA,
+                                  scatter_dimension=0, tiled=True)
+    mine = jax.lax.dynamic_slice_in_dim(ids, shard * pixels.shape[0], pixels.shape[0])
+    return Batch((pixels / 255).astype(dtype), picked, (mine >= 0).astype(jnp.float32))
+
+  return jax.shard_map(local, mesh=mesh, in_specs=(P(DATA), P(DATA), P(), P()),
+                       out_specs=P(DATA))(data.images, data.labels, order, index)

@@ -1,8 +1,8 @@
 """What is measured: per-batch sums accumulated on the device, per-layer norms.
 
-Sums stay on the device during an epoch (no host round trip per step) and are
-read once at its end. Example-weighted sums make the padded last batch count
-exactly its real examples.
+Sums stay on the device during an epoch and are read once at its end.
+Example-weighted sums make the padded last batch count exactly its real
+examples.
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ import optax
 import maxnorm_jax as mnj
 
 __all__ = [
-    "accumulate", "batch_sums", "finite_or_none", "neuron_norm_stats", "summarise", "telemetry",
-    "zeros",
+    "accumulate", "batch_sums", "finite_or_none", "neuron_norm_stats", "norm_stats",
+    "norm_stats_to_json", "summarise", "telemetry", "zeros",
 ]
 
 Totals = dict[str, jax.Array]
@@ -83,7 +83,9 @@ def summarise(totals: Totals, prefix: str) -> dict[str, float | None]:
 
 
 @jax.jit
-def _norm_stats(params: Any) -> dict[str, dict[str, jax.Array]]:
+def norm_stats(params: Any) -> dict[str, dict[str, jax.Array]]:
+  """Largest and mean incoming-weight norm of the neurons of every kernel, on the
+  device (dispatched, not read): ``{"dense1/kernel": {"max": ..., "mean": ...}, ...}``."""
   # Every kernel (rank >= 2 leaf); the incoming weights of a neuron are all axes but the last.
   norms = mnj.neuron_norms(params)
   flat, _ = jax.tree_util.tree_flatten_with_path(norms, is_leaf=lambda x: x is None)
@@ -94,8 +96,11 @@ def _norm_stats(params: Any) -> dict[str, dict[str, jax.Array]]:
   return stats
 
 
-def neuron_norm_stats(params: Any) -> dict[str, dict[str, float | None]]:
-  """Largest and mean incoming-weight norm of the neurons of every kernel,
-  e.g. ``{"dense1/kernel": {"max": 3.0, "mean": 1.2}, ...}``."""
-  stats = jax.device_get(_norm_stats(params))
+def norm_stats_to_json(stats: Any) -> dict[str, dict[str, float | None]]:
+  """:func:`norm_stats` read to the host, as JSON-friendly floats."""
   return {layer: {k: finite_or_none(v) for k, v in s.items()} for layer, s in stats.items()}
+
+
+def neuron_norm_stats(params: Any) -> dict[str, dict[str, float | None]]:
+  """:func:`norm_stats`, read: e.g. ``{"dense1/kernel": {"max": 3.0, "mean": 1.2}, ...}``."""
+  return norm_stats_to_json(jax.device_get(norm_stats(params)))

@@ -12,27 +12,40 @@ is what :func:`maxnorm_jax.paths_matching` selects in the article's recipe.
 
 from __future__ import annotations
 
+import typing
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
 
 from experiments.cifar10 import im2col
+from experiments.cifar10.configs import ConvImpl
 
-__all__ = ["CNN", "IMAGE_SHAPE", "NUM_CLASSES", "count_params", "resolve_conv_impl"]
-
-CONV_IMPLS = ("auto", "xla", "im2col")
-
-
-def resolve_conv_impl(conv_impl: str) -> str:
-  """``"auto"`` is ``"im2col"`` on CPU (about 2x faster there) and ``"xla"`` elsewhere."""
-  if conv_impl not in CONV_IMPLS:
-    raise ValueError(f"conv_impl must be one of {CONV_IMPLS}, got {conv_impl!r}.")
-  if conv_impl == "auto":
-    return "im2col" if jax.default_backend() == "cpu" else "xla"
-  return conv_impl
+__all__ = ["CNN", "DENSE1_KERNEL", "IMAGE_SHAPE", "NUM_CLASSES", "count_params",
+           "dense1_in_features", "resolve_conv_impl"]
 
 IMAGE_SHAPE = (32, 32, 3)
 NUM_CLASSES = 10
+# The path (`maxnorm_jax.path_to_str`) of the big Dense(1024) kernel: the article's
+# constrained layer, and the one `shard_dense1` splits.
+DENSE1_KERNEL = "dense1/kernel"
+_CONV_LAYERS = 3  # Each VALID 3x3 convolution trims 2 pixels off each side length.
+
+
+def dense1_in_features(conv_features: int) -> int:
+  """Inputs of the Dense(1024) layer: the flattened last feature map, 26 * 26 * channels."""
+  side = IMAGE_SHAPE[0] - 2 * _CONV_LAYERS
+  return side * side * conv_features
+
+
+def resolve_conv_impl(conv_impl: str) -> str:
+  """``"auto"`` is ``"im2col"`` on CPU (1.6x faster there) and ``"xla"`` elsewhere."""
+  impls = typing.get_args(ConvImpl)
+  if conv_impl not in impls:
+    raise ValueError(f"conv_impl must be one of {impls}, got {conv_impl!r}.")
+  if conv_impl == "auto":
+    return "im2col" if jax.default_backend() == "cpu" else "xla"
+  return conv_impl
 
 
 class CNN(nnx.Module):
@@ -74,8 +87,7 @@ class CNN(nnx.Module):
     self.conv1 = nnx.Conv(IMAGE_SHAPE[-1], conv_features, **conv)
     self.conv2 = nnx.Conv(conv_features, conv_features, **conv)
     self.conv3 = nnx.Conv(conv_features, conv_features, **conv)
-    side = IMAGE_SHAPE[0] - 3 * 2  # Each VALID 3x3 convolution trims 2 pixels.
-    self.dense1 = nnx.Linear(side * side * conv_features, dense_features, **keras_init)
+    self.dense1 = nnx.Linear(dense1_in_features(conv_features), dense_features, **keras_init)
     self.dense2 = nnx.Linear(dense_features, num_classes, **keras_init)
 
   def __call__(self, images: jax.Array) -> jax.Array:

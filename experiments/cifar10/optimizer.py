@@ -11,16 +11,17 @@ high-learning-rate experiments.
 
 from __future__ import annotations
 
+import re
+
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 import maxnorm_jax as mnj
 from experiments.cifar10.configs import Config
+from experiments.cifar10.models import DENSE1_KERNEL
 
-__all__ = ["keras_inverse_time_decay", "make_optimizer"]
-
-# Parameter paths (key paths joined by "/") constrained by `constrain="dense1"`.
-ARTICLE_CONSTRAINED = r"^dense1/kernel$"
+__all__ = ["keras_inverse_time_decay", "learning_rate_at", "make_optimizer"]
 
 
 def keras_inverse_time_decay(learning_rate: float, decay: float) -> optax.Schedule:
@@ -28,6 +29,13 @@ def keras_inverse_time_decay(learning_rate: float, decay: float) -> optax.Schedu
   def schedule(count):
     return learning_rate / (1.0 + decay * jnp.asarray(count, jnp.float32))
   return schedule
+
+
+def learning_rate_at(learning_rate: float, decay: float, count: int) -> float:
+  """The rate of :func:`keras_inverse_time_decay` at step ``count``, computed on the host
+  in float32 as the device does (so logging it needs no device read)."""
+  one, rate = np.float32(1), np.float32(learning_rate)
+  return float(rate / (one + np.float32(decay) * np.float32(count)))
 
 
 def make_optimizer(config: Config) -> optax.GradientTransformation:
@@ -41,5 +49,6 @@ def make_optimizer(config: Config) -> optax.GradientTransformation:
   if config.max_norm is None:
     return optax.chain(base)
   # mask=None constrains every kernel (leaves of rank >= 2); biases are never constrained.
-  mask = mnj.paths_matching(ARTICLE_CONSTRAINED) if config.constrain == "dense1" else None
+  mask = (mnj.paths_matching(f"^{re.escape(DENSE1_KERNEL)}$") if config.constrain == "dense1"
+          else None)
   return optax.chain(base, mnj.max_norm(config.max_norm, mask=mask))

@@ -8,18 +8,23 @@
 Non-finite numbers (a diverged run) are written as ``null``, so every file is
 strict JSON. In a multi-process run only process 0 writes (the others' calls
 do nothing), so each file is written once.
+
+A process can be killed at any moment: whole files are written to a temporary
+file and renamed into place, so they are old or new, never torn; a JSONL row
+is one ``write`` ending in a newline, and a last line without its newline (a
+row torn by a kill) is not a row: readers skip it and the next rewrite drops it.
 """
 
 from __future__ import annotations
 
-import functools
 import json
+import os
 import pathlib
+import tempfile
 from typing import Any
 
-import jax
-
 from experiments.cifar10.configs import Config
+from experiments.cifar10.distributed import primary_only
 
 __all__ = [
     "append_metrics", "append_step", "read_metrics", "read_steps", "truncate_metrics",
@@ -29,19 +34,22 @@ __all__ = [
 CONFIG, METRICS, SUMMARY, STEPS = "config.json", "metrics.jsonl", "summary.json", "steps.jsonl"
 
 
-def _primary_only(write):
-  """Makes a writer a no-op outside process 0 of a multi-process run."""
-  @functools.wraps(write)
-  def wrapper(*args, **kwargs):
-    if jax.process_index() == 0:
-      write(*args, **kwargs)
-  return wrapper
+def _write_atomically(path: pathlib.Path, text: str) -> None:
+  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    with os.fdopen(fd, "w") as f:
+      f.write(text)
+    os.replace(tmp, path)
+  except BaseException:
+    pathlib.Path(tmp).unlink(missing_ok=True)
+    raise
 
 
-@_primary_only
+@primary_only
 def write_config(workdir: pathlib.Path, config: Config) -> None:
   """Writes ``config.json``."""
-  (workdir / CONFIG).write_text(json.dumps(config.to_json(), indent=2, allow_nan=False) + "\n")
+  _write_atomically(workdir / CONFIG,
+                    json.dumps(config.to_json(), indent=2, allow_nan=False) + "\n")
 
 
 def _append_jsonl(path: pathlib.Path, row: dict[str, Any]) -> None:
@@ -49,21 +57,28 @@ def _append_jsonl(path: pathlib.Path, row: dict[str, Any]) -> None:
     f.write(json.dumps(row, allow_nan=False) + "\n")
 
 
+def _complete_lines(path: pathlib.Path) -> tuple[list[str], bool]:
+  """The newline-terminated lines of ``path``, and whether a torn last line followed."""
+  text = path.read_text() if path.exists() else ""
+  lines = text.split("\n")
+  return [line for line in lines[:-1] if line.strip()], lines[-1] != ""
+
+
 def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-  if not path.exists():
-    return []
-  return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+  return [json.loads(line) for line in _complete_lines(path)[0]]
 
 
 def _truncate_jsonl(path: pathlib.Path, key: str, last: int) -> None:
-  """Drops the rows whose ``key`` exceeds ``last``; leaves the file alone otherwise."""
-  rows = _read_jsonl(path)
+  """Drops the rows whose ``key`` exceeds ``last``, and a torn last line; leaves the
+  file alone otherwise."""
+  lines, torn = _complete_lines(path)
+  rows = [json.loads(line) for line in lines]
   kept = [row for row in rows if row[key] <= last]
-  if len(kept) != len(rows):
-    path.write_text("".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+  if len(kept) != len(rows) or torn:
+    _write_atomically(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
-@_primary_only
+@primary_only
 def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
   """Appends one epoch's row to ``metrics.jsonl``."""
   _append_jsonl(workdir / METRICS, row)
@@ -74,19 +89,19 @@ def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   return _read_jsonl(workdir / METRICS)
 
 
-@_primary_only
+@primary_only
 def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
   """Drops rows after ``last_epoch`` (epochs a resumed run will redo)."""
   _truncate_jsonl(workdir / METRICS, "epoch", last_epoch)
 
 
-@_primary_only
+@primary_only
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   """Writes ``summary.json``."""
-  (workdir / SUMMARY).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+  _write_atomically(workdir / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
-@_primary_only
+@primary_only
 def append_step(workdir: pathlib.Path, row: dict[str, Any]) -> None:
   """Appends one logged step's row to ``steps.jsonl``."""
   _append_jsonl(workdir / STEPS, row)
@@ -97,7 +112,7 @@ def read_steps(workdir: pathlib.Path) -> list[dict[str, Any]]:
   return _read_jsonl(workdir / STEPS)
 
 
-@_primary_only
+@primary_only
 def truncate_steps(workdir: pathlib.Path, last_step: int) -> None:
   """Drops rows after optimizer step ``last_step`` (steps a resumed run will redo)."""
   _truncate_jsonl(workdir / STEPS, "step", last_step)

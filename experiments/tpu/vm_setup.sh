@@ -11,13 +11,17 @@
 #                   0.11-0.12 need >= 3.12. The script uses that minimum.
 #   PYTHON_VERSION  e.g. 3.13: use this interpreter instead. One older than JAX_VERSION needs
 #                   is refused before anything is installed.
+#   CIFAR10_FROM_BUCKET  1 (default): step 2 copies the prepared CIFAR-10 from the bucket.
+#                   0: skip step 2; each worker's first run then downloads and verifies the
+#                   canonical archive itself (see TPU_SETUP.md, step 0).
 #
 # 1. ~/venv: that Python (from the image's apt archive, or the deadsnakes PPA when the archive
 #    lacks it, as Ubuntu 22.04 is thought to lack 3.12), jax[tpu] and this project with its
 #    experiments extras. No TensorFlow: tfds reads the prepared data without it, and a full
 #    TensorFlow would try to take the TPU. An existing ~/venv of another Python is recreated.
 # 2. CIFAR-10 (the tfds-built copy, about 180 MB) from gs://BUCKET/tensorflow_datasets/cifar10
-#    to ~/tensorflow_datasets on this worker. This needs read access to the bucket.
+#    to ~/tensorflow_datasets on this worker (unless CIFAR10_FROM_BUCKET=0). This needs read
+#    access to the bucket.
 # 3. The bucket mounted at ~/gcs with gcsfuse, so that every worker sees the same workdir
 #    (multi-host Orbax checkpoints need one directory that all hosts write to), then a write
 #    probe: checkpoints need write access, and without it a run would fail only at its first
@@ -34,6 +38,9 @@ die() {
 
 BUCKET="${1:?usage: bash experiments/tpu/vm_setup.sh BUCKET   (a GCS bucket name, without gs://)}"
 JAX_VERSION="${JAX_VERSION:-0.10.2}"
+CIFAR10_FROM_BUCKET="${CIFAR10_FROM_BUCKET:-1}"
+[[ "$CIFAR10_FROM_BUCKET" =~ ^[01]$ ]] \
+  || die "CIFAR10_FROM_BUCKET must be 0 or 1, got '${CIFAR10_FROM_BUCKET}'."
 
 # --- Which Python this JAX needs. Checked before anything is installed. ---
 version_re='^[0-9]+\.[0-9]+(\.[0-9]+)*$'
@@ -94,11 +101,18 @@ fi
 "$VENV/bin/pip" install -q "jax[tpu]==${JAX_VERSION}" -e ".[experiments]"
 
 # --- 2. CIFAR-10 from the bucket (read access). ---
-mkdir -p ~/tensorflow_datasets
-gcloud storage cp --recursive "gs://${BUCKET}/tensorflow_datasets/cifar10" ~/tensorflow_datasets/ \
-  || die "could not copy gs://${BUCKET}/tensorflow_datasets/cifar10. Check that it exists and" \
-    "that this VM's service account may read the bucket (see 'Bucket permissions' in" \
-    "TPU_SETUP.md; 'gcloud auth list' shows the account)."
+case "$CIFAR10_FROM_BUCKET" in
+  1)
+    mkdir -p ~/tensorflow_datasets
+    gcloud storage cp --recursive "gs://${BUCKET}/tensorflow_datasets/cifar10" \
+      ~/tensorflow_datasets/ \
+      || die "could not copy gs://${BUCKET}/tensorflow_datasets/cifar10. Check that it exists" \
+        "and that this VM's service account may read the bucket (see 'Bucket permissions' in" \
+        "TPU_SETUP.md; 'gcloud auth list' shows the account), or set CIFAR10_FROM_BUCKET=0" \
+        "to let the first run download the canonical archive instead."
+    ;;
+  *) echo "CIFAR10_FROM_BUCKET=0: no copy from the bucket; the first run downloads CIFAR-10." ;;
+esac
 
 # --- 3. The bucket at ~/gcs (write access). ---
 if ! command -v gcsfuse >/dev/null; then  # Google's apt repository; see TPU_SETUP.md (sources).

@@ -7,7 +7,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
-from experiments.cifar10.models import CNN, count_params
+import maxnorm_jax as mnj
+from experiments.cifar10.models import CNN, DENSE1_KERNEL, count_params, dense1_in_features
 
 
 def test_article_network_has_kerass_parameter_count():
@@ -47,3 +48,10 @@ def test_initialisation_is_kerass_glorot_uniform_kernels_and_zero_biases():
     limit = math.sqrt(6 / (fan_in + fan_out))  # Keras's glorot_uniform: U(-limit, limit).
     assert np.abs(kernel).max() <= limit, name
     np.testing.assert_allclose(kernel.std(), limit / math.sqrt(3), rtol=0.1, err_msg=name)
+
+
+def test_dense1_geometry_and_path_are_the_models_own():
+  model = nnx.eval_shape(lambda: CNN(conv_features=5, dense_features=7, rngs=nnx.Rngs(0)))
+  flat = {mnj.path_to_str(path): leaf for path, leaf in
+          jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]}
+  assert flat[DENSE1_KERNEL].shape == (dense1_in_features(5), 7) == (26 * 26 * 5, 7)

@@ -1,6 +1,6 @@
-"""One process of the 2-process test in tests/test_cifar10_parallel.py (not a test itself).
+"""One process of the 2-process test in tests/cifar10/test_distributed.py (not a test itself).
 
-    python tests/cifar10_distributed_worker.py \\
+    python tests/cifar10/distributed_worker.py \\
         PROCESS_ID NUM_PROCESSES PORT WORKDIR CONFIG_JSON [RESUME_TO_EPOCHS]
 
 Joins a ``jax.distributed`` job on 127.0.0.1:PORT (gloo CPU collectives), then
@@ -15,18 +15,19 @@ import json
 import pathlib
 import sys
 
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[1]))  # The repository root.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # The repository root.
 
 import jax  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from tensorflow_datasets.testing import mocking  # noqa: E402
 
-from experiments.cifar10 import get_config, parallel, train_and_evaluate  # noqa: E402
+from experiments.cifar10 import get_config, train_and_evaluate  # noqa: E402
+from experiments.cifar10.distributed import initialize_distributed  # noqa: E402
 
 
 def main(argv):
   process_id, num_processes, port, workdir, config_json = argv[:5]
-  parallel.initialize_distributed(f"127.0.0.1:{port}", int(num_processes), int(process_id))
+  initialize_distributed(f"127.0.0.1:{port}", int(num_processes), int(process_id))
   config = get_config("smoke", **json.loads(config_json))
   runs = [(config, False)]
   if len(argv) > 5:

@@ -7,7 +7,11 @@ import optax
 import pytest
 
 from experiments.cifar10.configs import get_config
-from experiments.cifar10.optimizer import keras_inverse_time_decay, make_optimizer
+from experiments.cifar10.optimizer import (
+    keras_inverse_time_decay,
+    learning_rate_at,
+    make_optimizer,
+)
 
 
 def test_schedule_matches_kerass_formula():
@@ -15,6 +19,14 @@ def test_schedule_matches_kerass_formula():
   for t in (0, 1, 351, 3520, 10**6):
     np.testing.assert_allclose(float(schedule(t)), 1e-4 / (1 + 1e-6 * t), rtol=1e-6)
   assert float(schedule(jnp.int32(0))) == pytest.approx(1e-4)
+
+
+def test_host_side_rate_equals_the_device_schedule_bit_for_bit():
+  # The logs compute the rate on the host; it must be the rate the optimizer used.
+  for lr, decay in ((1e-4, 1e-6), (3e-4, 1e-6), (0.1, 0.5), (1e-3, 0.0)):
+    schedule = keras_inverse_time_decay(lr, decay)
+    for t in (0, 1, 351, 3519, 3520, 123_457):
+      assert learning_rate_at(lr, decay, t) == float(schedule(t)), (lr, decay, t)
 
 
 def test_adam_steps_by_the_decayed_rate():
@@ -62,3 +74,25 @@ def test_without_max_norm_there_is_no_telemetry():
   tx = make_optimizer(get_config("article", max_norm=None))
   _, state = tx.update(params, tx.init(params), params)
   assert optax.tree_utils.tree_get(state, "largest_norm") is None
+
+
+def test_sgd_with_momentum_follows_the_heavy_ball_rule():
+  # Constant gradient 1: velocity 1, 1 + m, 1 + m + m^2; update = -lr * velocity.
+  config = get_config("article", optimizer="sgd", momentum=0.5, learning_rate=0.1,
+                      lr_decay=0.0, max_norm=None)
+  tx = make_optimizer(config)
+  params = {"w": jnp.zeros(2)}
+  state = tx.init(params)
+  for expected in (1.0, 1.5, 1.75):
+    updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.1 * expected, rtol=1e-6)
+
+
+def test_plain_sgd_with_zero_momentum():
+  tx = make_optimizer(get_config("article", optimizer="sgd", momentum=0.0, learning_rate=0.1,
+                                 lr_decay=0.0, max_norm=None))
+  params = {"w": jnp.zeros(2)}
+  state = tx.init(params)
+  for _ in range(2):
+    updates, state = tx.update({"w": jnp.ones(2)}, state, params)
+    np.testing.assert_allclose(updates["w"], -0.1, rtol=1e-6)

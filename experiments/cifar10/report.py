@@ -1,0 +1,251 @@
+"""One run's results page: ``results.md``, its figures, and the run's small files.
+
+    python -m experiments.cifar10.report --workdir W --out experiments/results/article
+
+reads a finished run's ``config.json``, ``metrics.jsonl``, ``steps.jsonl``
+(if it was logged), ``summary.json`` and ``console.log`` (if the run's console
+was saved there), and writes into ``--out``:
+
+* copies of those files (never the checkpoints), the console log with the
+  progress bars' carriage-return redraws reduced to their last state;
+* ``accuracy_loss.png``: train and validation accuracy and loss per epoch;
+* ``dense1_norms.png``: the constrained layer's largest and mean neuron norm
+  against ``c``, per epoch and at every logged step;
+* ``fraction_at_bound.png``: the share of constrained neurons at the bound,
+  per epoch (mean over its steps) and at every logged step;
+* ``results.md``: the command, the machine, wall time, test accuracy, the
+  per-epoch table, and a reading of whether and when the constraint bound,
+  computed from the numbers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import platform
+import re
+import shutil
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+
+from experiments.cifar10 import records  # noqa: E402
+from experiments.cifar10.models import DENSE1_KERNEL  # noqa: E402
+
+__all__ = ["binding", "clean_console", "main", "render"]
+
+CONSOLE = "console.log"
+
+
+def clean_console(text: str) -> str:
+  """The console as a reader would have seen it: each carriage-return redraw of a
+  progress bar replaced by its final state."""
+  lines = []
+  for line in text.rstrip("\n").split("\n"):  # Not splitlines(): it splits at "\r" too.
+    parts = [p for p in line.split("\r") if p.strip()]
+    lines.append(parts[-1] if parts else "")
+  return "\n".join(lines) + "\n"
+
+
+def binding(metrics: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]],
+            c: float | None) -> str:
+  """Whether and when the constraint bound, in words, from the run's numbers."""
+  if c is None:
+    return "The run had no constraint."
+  bound_epochs = [r["epoch"] for r in metrics if (r.get("fraction_at_bound") or 0) > 0]
+  bound_steps = [s for s in steps if (s.get("fraction_at_bound") or 0) > 0]
+  largest = max((r["neuron_norms"][DENSE1_KERNEL]["max"] for r in metrics
+                 if r.get("neuron_norms", {}).get(DENSE1_KERNEL)), default=None)
+  if not bound_epochs and not bound_steps:
+    return (f"**c = {c:g} never bound.** No step of any epoch projected a neuron "
+            f"(`fraction_at_bound` was 0 in every epoch"
+            + (" and at every logged step" if steps else "") + "); the largest neuron norm "
+            f"of {DENSE1_KERNEL} after any epoch was {largest:.3f}, below c. The constraint "
+            f"changed no weight, so this run is the unconstrained recipe up to float "
+            f"rounding.")
+  first_epoch = bound_epochs[0] if bound_epochs else None
+  parts = [f"**c = {c:g} bound from epoch {first_epoch} on**" if first_epoch else
+           f"**c = {c:g} bound at some logged steps**"]
+  if bound_steps:
+    first = bound_steps[0]
+    parts.append(f"the first logged step with a neuron at the bound was step {first['step']} "
+                 f"(epoch {first['epoch']}; fraction at bound "
+                 f"{first['fraction_at_bound']:.4f})")
+  last = metrics[-1]
+  parts.append(f"in the last epoch, on average {100 * (last.get('fraction_at_bound') or 0):.2f}% "
+               f"of the {DENSE1_KERNEL} neurons were at the bound after a step")
+  return "; ".join(parts) + "."
+
+
+def _plot(path: pathlib.Path, title: str, panels: list[tuple[str, list[tuple]]],
+          hline: float | None = None) -> pathlib.Path:
+  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), layout="constrained")
+  axes = [axes] if len(panels) == 1 else list(axes)
+  for ax, (ylabel, curves) in zip(axes, panels):
+    for xs, ys, style in curves:
+      pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
+      if pairs:
+        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], **style)
+    if hline is not None and "norm" in ylabel:
+      ax.axhline(hline, color="gray", linestyle=":", label=f"c = {hline:g}")
+    ax.set_xlabel("epoch")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if ax.get_legend_handles_labels()[0]:
+      ax.legend(fontsize=8)
+  fig.suptitle(title, fontsize=9)
+  fig.savefig(path, dpi=110, bbox_inches="tight")
+  plt.close(fig)
+  return path
+
+
+def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[str, Any]],
+             c: float | None, label: str) -> list[str]:
+  epochs = [r["epoch"] for r in metrics]
+  steps_per_epoch = metrics[0]["step"] / metrics[0]["epoch"]
+  at = [s["step"] / steps_per_epoch for s in steps if s.get("neuron_norms")]
+
+  def stat(rows, key):
+    return [(r.get("neuron_norms") or {}).get(DENSE1_KERNEL, {}).get(key) for r in rows]
+  logged = [s for s in steps if s.get("neuron_norms")]
+  names = []
+  names.append(_plot(out / "accuracy_loss.png", label, [
+      ("accuracy", [(epochs, [r["train_accuracy"] for r in metrics],
+                     dict(marker="o", label="train (running mean over the epoch)")),
+                    (epochs, [r["val_accuracy"] for r in metrics], dict(marker="o",
+                                                                         label="validation"))]),
+      ("loss", [(epochs, [r["train_loss"] for r in metrics], dict(marker="o", label="train")),
+                (epochs, [r["val_loss"] for r in metrics], dict(marker="o",
+                                                                 label="validation"))])]).name)
+  names.append(_plot(out / "dense1_norms.png", label, [
+      (f"{DENSE1_KERNEL} neuron norm", [
+          (at, stat(logged, "max"), dict(color="C0", alpha=0.5, linewidth=1,
+                                         label="largest, logged steps")),
+          (at, stat(logged, "mean"), dict(color="C1", alpha=0.5, linewidth=1,
+                                          label="mean, logged steps")),
+          (epochs, stat(metrics, "max"), dict(color="C0", marker="o", linestyle="none",
+                                              label="largest, end of epoch")),
+          (epochs, stat(metrics, "mean"), dict(color="C1", marker="o", linestyle="none",
+                                               label="mean, end of epoch"))])],
+      hline=c).name)
+  names.append(_plot(out / "fraction_at_bound.png", label, [
+      ("fraction of neurons at the bound", [
+          ([s["step"] / steps_per_epoch for s in steps],
+           [s.get("fraction_at_bound") for s in steps],
+           dict(color="C2", alpha=0.5, linewidth=1, label="logged steps")),
+          (epochs, [r.get("fraction_at_bound") for r in metrics],
+           dict(color="C2", marker="o", linestyle="none", label="mean over the epoch"))])]).name)
+  return names
+
+
+def _fmt(x: Any, spec: str = ".4f") -> str:
+  return "–" if x is None else f"{x:{spec}}"
+
+
+def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Sequence[str],
+           host: str | None = None, notes: str = "") -> pathlib.Path:
+  """Writes ``out/results.md``, its figures and copies of the run's small files.
+
+  Args:
+    workdir: the run's directory (it must hold a ``summary.json``).
+    out: where the page goes (created if missing).
+    commands: the command(s) that made the run, in order.
+    host: the machine, for the page (default: this machine's CPU model).
+    notes: extra Markdown for the page (e.g. how the machine was shared).
+
+  Raises:
+    FileNotFoundError: the run is not finished (no ``summary.json``).
+  """
+  workdir, out = pathlib.Path(workdir), pathlib.Path(out)
+  summary_path = workdir / records.SUMMARY
+  if not summary_path.exists():
+    raise FileNotFoundError(f"{workdir} holds no {records.SUMMARY}: the run has not finished.")
+  config = json.loads((workdir / records.CONFIG).read_text())
+  summary = json.loads(summary_path.read_text())
+  metrics, steps = records.read_metrics(workdir), records.read_steps(workdir)
+  out.mkdir(parents=True, exist_ok=True)
+  for name in (records.CONFIG, records.METRICS, records.STEPS, records.SUMMARY):
+    if (workdir / name).exists():
+      shutil.copyfile(workdir / name, out / name)
+  if (workdir / CONSOLE).exists():
+    with open(workdir / CONSOLE, newline="", errors="replace") as f:  # Keep the "\r"s.
+      (out / CONSOLE).write_text(clean_console(f.read()))
+  c = config.get("max_norm")
+  host = host or _cpu_model()
+  label = (f"{config['epochs']} epochs x {summary.get('steps', 0) // max(config['epochs'], 1)} "
+           f"steps of {config['batch_size']} | {host}")
+  figures = _figures(out, metrics, steps, c, label)
+  wall = sum(r["seconds"] for r in metrics)
+  rows = [[str(r["epoch"]), _fmt(r["train_loss"]), _fmt(r["train_accuracy"]),
+           _fmt(r["val_loss"]), _fmt(r["val_accuracy"]), _fmt(r.get("fraction_at_bound")),
+           _fmt(r.get("neuron_norms", {}).get(DENSE1_KERNEL, {}).get("max"), ".3f"),
+           _fmt(r.get("neuron_norms", {}).get(DENSE1_KERNEL, {}).get("mean"), ".3f"),
+           f"{r['seconds']:.0f}", f"{r['img_per_s']:.1f}"] for r in metrics]
+  table = "\n".join(["| epoch | train loss | train acc | val loss | val acc | fraction at "
+                     f"bound | {DENSE1_KERNEL} max norm | mean norm | s | img/s |",
+                     "|" + "---|" * 10] + ["| " + " | ".join(row) + " |" for row in rows])
+  text = "\n\n".join(filter(None, [
+      "# The article's recipe, end to end",
+      "```bash\n" + "\n".join(commands) + "\n```",
+      "\n".join([
+          f"- **Machine:** {host}; backend {summary.get('backend')}, "
+          f"{summary.get('num_devices')} device(s); jax {summary.get('jax_version')}; "
+          f"malloc {summary.get('malloc', 'system')}.",
+          f"- **Budget:** {config['epochs']} epochs, {summary.get('steps')} steps of "
+          f"{config['batch_size']}; the run's own settings are in `config.json`.",
+          f"- **Wall time of the epochs (training and validation):** {wall / 3600:.2f} h "
+          f"({wall:,.0f} s); per-epoch times are in the table.",
+          f"- **Test accuracy:** {_fmt(summary.get('test_accuracy'))} (test loss "
+          f"{_fmt(summary.get('test_loss'))}) on {summary.get('num_params', 0):,}-parameter "
+          f"network; last validation accuracy {_fmt(summary.get('val_accuracy'))}.",
+      ]),
+      "## Does the constraint bind?\n\n" + binding(metrics, steps, c),
+      "## Per epoch\n\nTrain loss and accuracy are running means over the epoch's batches; "
+      "fraction at bound is the mean over the epoch's steps of the share of constrained "
+      "neurons the projection rescaled; norms are after the epoch's last step.\n\n" + table,
+      "\n\n".join(f"![{name}]({name})" for name in figures),
+      notes,
+  ])) + "\n"
+  path = out / "results.md"
+  path.write_text(text)
+  return path
+
+
+def _cpu_model() -> str:
+  try:
+    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
+      if line.startswith("model name"):
+        return re.sub(r"\s+", " ", line.split(":", 1)[1].strip())
+  except OSError:
+    pass
+  return platform.processor() or "unknown"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  p = argparse.ArgumentParser(prog="python -m experiments.cifar10.report",
+                              description="Write a finished run's results page.")
+  p.add_argument("--workdir", required=True, help="the run's directory")
+  p.add_argument("--out", required=True, help="where results.md and its files go")
+  p.add_argument("--command", action="append", default=[], dest="commands",
+                 help="a command that made the run (repeat for each, e.g. a resume)")
+  p.add_argument("--host", help="the machine (default: this one's CPU model)")
+  p.add_argument("--notes", default="", help="a Markdown file to append to the page")
+  args = p.parse_args(argv)
+  notes = pathlib.Path(args.notes).read_text() if args.notes else ""
+  try:
+    path = render(args.workdir, args.out, commands=args.commands, host=args.host, notes=notes)
+  except FileNotFoundError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  print(f"wrote {path}")
+  return 0
+
+
+if __name__ == "__main__":
+  sys.exit(main())

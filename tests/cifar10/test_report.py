@@ -1,0 +1,61 @@
+"""One run's results page, from fabricated run files."""
+
+import json
+
+import pytest
+
+from experiments.cifar10 import report
+
+
+def _write_run(workdir, norms, fractions, steps=()):
+  workdir.mkdir(parents=True, exist_ok=True)
+  (workdir / "config.json").write_text(json.dumps({"epochs": len(norms), "batch_size": 128,
+                                                   "max_norm": 3.0}))
+  rows = [{"epoch": e + 1, "step": 10 * (e + 1), "train_loss": 1.0, "train_accuracy": 0.5,
+           "val_loss": 1.1, "val_accuracy": 0.4, "seconds": 100.0, "img_per_s": 50.0,
+           "fraction_at_bound": f, "largest_norm": n,
+           "neuron_norms": {"dense1/kernel": {"max": n, "mean": n / 2}}}
+          for e, (n, f) in enumerate(zip(norms, fractions))]
+  (workdir / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+  (workdir / "steps.jsonl").write_text("".join(json.dumps(s) + "\n" for s in steps))
+  (workdir / "summary.json").write_text(json.dumps({
+      "test_accuracy": 0.61, "test_loss": 1.2, "val_accuracy": 0.4, "steps": 10 * len(norms),
+      "num_params": 100, "backend": "cpu", "num_devices": 1, "jax_version": "0"}))
+  (workdir / "console.log").write_text("start\nbar 1%\rbar 50%\rbar 100%\nepoch 1: done\n")
+
+
+def _step(step, epoch, fraction, norm):
+  return {"step": step, "epoch": epoch, "fraction_at_bound": fraction, "loss": 1.0,
+          "neuron_norms": {"dense1/kernel": {"max": norm, "mean": norm / 2}}}
+
+
+def test_a_run_where_c_binds_says_from_when(tmp_path):
+  _write_run(tmp_path / "w", norms=[2.0, 3.0, 3.0], fractions=[0.0, 0.01, 0.2],
+             steps=[_step(5, 1, 0.0, 1.9), _step(15, 2, 0.002, 3.0), _step(25, 3, 0.3, 3.0)])
+  path = report.render(tmp_path / "w", tmp_path / "out", commands=["python -m x"],
+                       host="a CPU")
+  text = path.read_text()
+  assert "**c = 3 bound from epoch 2 on**" in text
+  assert "first logged step with a neuron at the bound was step 15 (epoch 2" in text
+  assert "20.00% of the dense1/kernel neurons" in text
+  assert "0.6100" in text and "a CPU" in text and "python -m x" in text
+  for name in ("accuracy_loss.png", "dense1_norms.png", "fraction_at_bound.png",
+               "config.json", "metrics.jsonl", "steps.jsonl", "summary.json"):
+    assert (tmp_path / "out" / name).stat().st_size > 0, name
+  assert (tmp_path / "out" / "console.log").read_text() == (
+      "start\nbar 100%\nepoch 1: done\n")
+
+
+def test_a_run_where_c_never_binds_says_so_with_the_largest_norm(tmp_path):
+  _write_run(tmp_path / "w", norms=[1.5, 1.72], fractions=[0.0, 0.0],
+             steps=[_step(5, 1, 0.0, 1.5)])
+  text = report.render(tmp_path / "w", tmp_path / "out", commands=[]).read_text()
+  assert "**c = 3 never bound.**" in text and "was 1.720, below c" in text
+
+
+def test_an_unfinished_run_is_refused(tmp_path, capsys):
+  (tmp_path / "w").mkdir()
+  assert report.main(["--workdir", str(tmp_path / "w"), "--out", str(tmp_path / "o")]) == 1
+  assert "has not finished" in capsys.readouterr().err
+  with pytest.raises(FileNotFoundError):
+    report.render(tmp_path / "w", tmp_path / "o", commands=[])
