@@ -1,25 +1,45 @@
 """Experiments that test the article's two claims about max-norm on CIFAR-10.
 
 One command per experiment, e.g.
-``python -m experiments.claims e1 --budget cpu --data-dir D``:
+``python -m experiments.claims e1 --budget cpu-proxy --data-dir D``:
 
-* ``e1``: the article's recipe with ``max_norm(3)`` on Dense(1024) against no
-  constraint, over several seeds (does max-norm regularise?);
-* ``e2``: ``c`` in {1, 2, 3, 4, inf}, on Dense(1024) only or on every kernel;
-* ``e3``: Adam at 10-100x the article's learning rate and SGD with momentum at
-  a high rate, each with and without max-norm, logged step by step (does
-  max-norm keep the weights from exploding?).
+* ``e1``: the recipe with ``max_norm(3)`` on the hidden dense layer against
+  no constraint, paired by seed (does max-norm regularise?);
+* ``e2``: the bound ``c`` from 1 to ∞, on the dense layer only or on every
+  kernel;
+* ``e3``: Adam at 10-100x the article's learning rate and SGD with momentum
+  at high rates, each with and without max-norm, step by step (does max-norm
+  keep the weights from exploding?).
 
-Modules: :mod:`.budgets` (named compute budgets), :mod:`.specs` (which runs
-each experiment makes), :mod:`.sweep` (runs them, skipping complete ones and
-resuming partial ones), :mod:`.report` (tables and ``results.md``) and
-:mod:`.plots` (the figures).
+One module per experiment holds its design (runs and seeds per budget), its
+tables, its reading, its figures and its claim text:
+:mod:`.e1_max_norm_vs_none`, :mod:`.e2_c_and_placement`,
+:mod:`.e3_high_learning_rate`; :mod:`.registry` lists them. Shared by all:
+:mod:`.budgets` (named compute budgets and their two schedules),
+:mod:`.runs` (a run's name and config), :mod:`.experiment` (what an
+experiment provides), :mod:`.sweep` (trains the runs, skipping complete ones
+and resuming partial ones), :mod:`.host` and :mod:`.results` (reading runs
+back), :mod:`.report` (sections of ``results.md``, merged per budget),
+:mod:`.markdown`, :mod:`.plotting` and :mod:`.stats` (formatting, figures
+and intervals).
 """
 
-from experiments.claims.budgets import BUDGETS, Budget
-from experiments.claims.specs import EXPERIMENTS, Experiment, RunSpec
-from experiments.claims.sweep import RunConflictError, run_sweep
+import importlib
+from typing import Any
 
-__all__ = [
-    "BUDGETS", "EXPERIMENTS", "Budget", "Experiment", "RunConflictError", "RunSpec", "run_sweep",
-]
+# Where each public name lives. They are imported on first use, so that
+# `python -m experiments.claims` can choose its malloc (see experiments/allocator.py)
+# before JAX is imported.
+_EXPORTS = {
+    "BUDGETS": "budgets", "Budget": "budgets", "Experiment": "experiment",
+    "Plot": "experiment", "EXPERIMENTS": "registry", "RunSpec": "runs",
+    "RunConflictError": "sweep", "run_sweep": "sweep",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+  if name not in _EXPORTS:
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+  return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)

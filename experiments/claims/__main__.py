@@ -2,8 +2,10 @@
 
 Trains the experiment's runs that are not complete yet (one at a time,
 resuming partial ones), deletes complete runs' checkpoints unless
-``--keep-checkpoints``, and (re)writes ``experiments/results/<name>/results.md``
-and its plots from every complete run. ``--report-only`` skips training.
+``--keep-checkpoints``, and (re)writes the budget's section of
+``experiments/results/<slug>/results.md`` and its plots from every complete
+run. ``--report-only`` skips training; with no complete run on this machine it
+keeps the section already there.
 Bad flags exit with code 2; a run directory holding another config, missing
 data or an unusable checkpoint exit with code 1 and a message.
 """
@@ -15,13 +17,19 @@ import shlex
 import sys
 from collections.abc import Sequence
 
-from experiments.cifar10.checkpoints import CheckpointError
-from experiments.cifar10.input_pipeline import DataUnavailableError
-from experiments.claims.budgets import BUDGETS
-from experiments.claims.report import render_report
-from experiments.claims.results import load_result
-from experiments.claims.specs import EXPERIMENTS
-from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep
+from experiments import allocator
+
+if __name__ == "__main__":
+  allocator.reexec_with_tcmalloc()  # Before JAX is imported.
+
+from experiments.cifar10.checkpoints import CheckpointError  # noqa: E402
+from experiments.cifar10.input_pipeline import DataUnavailableError  # noqa: E402
+from experiments.cifar10.train import WorkdirError  # noqa: E402
+from experiments.claims.budgets import BUDGETS  # noqa: E402
+from experiments.claims.registry import EXPERIMENTS  # noqa: E402
+from experiments.claims.report import render_report  # noqa: E402
+from experiments.claims.results import load_result  # noqa: E402
+from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep  # noqa: E402
 
 __all__ = ["build_parser", "main"]
 
@@ -46,9 +54,10 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("experiment", choices=sorted(EXPERIMENTS),
                  help="; ".join(f"{k}: {e.title}" for k, e in EXPERIMENTS.items()))
   p.add_argument("--budget", choices=sorted(BUDGETS), required=True,
-                 help="; ".join(f"{k}: {b.description}" for k, b in BUDGETS.items()))
+                 help="; ".join(f"{k}: {b.describe('regular')}" for k, b in BUDGETS.items()))
   p.add_argument("--data-dir", dest="data_dir",
-                 help="tfds data directory (default: tfds's, which honours $TFDS_DATA_DIR)")
+                 help="a tfds-prepared copy of CIFAR-10, passed to every run (default: the "
+                      "runs' own default, see python -m experiments.cifar10 --help)")
   p.add_argument("--runs-dir", dest="runs_dir", default=DEFAULT_RUNS_DIR,
                  help=f"where runs are trained (default: {DEFAULT_RUNS_DIR}; keep it out of git)")
   p.add_argument("--results-dir", dest="results_dir", default=DEFAULT_RESULTS_DIR,
@@ -58,7 +67,8 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--max-runs", dest="max_runs", type=_positive_int, metavar="N",
                  help="train at most N runs, then render the report (default: all)")
   p.add_argument("--report-only", action="store_true",
-                 help="train nothing; re-render the report from the complete runs")
+                 help="train nothing; re-render the report from the complete runs (a budget "
+                      "with none here keeps its section)")
   return p
 
 
@@ -83,7 +93,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
       plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
                        keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs)
-  except (RunConflictError, DataUnavailableError, CheckpointError) as e:
+  except (RunConflictError, DataUnavailableError, CheckpointError, WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:

@@ -1,17 +1,40 @@
-"""Reading runs back from disk: config, per-epoch metrics, step log, summary."""
+"""Reading runs back from disk: config, per-epoch metrics, step log, summary, host.
+
+Every accessor is None-safe: a diverged run writes ``null`` for non-finite
+numbers, a step row of a diverged step that was not a logged step has
+``"neuron_norms": null``, and an incomplete run has no summary.
+"""
 
 from __future__ import annotations
 
 import dataclasses
 import json
 import pathlib
+from collections.abc import Sequence
 from typing import Any
 
 from experiments.cifar10 import records
+from experiments.cifar10.configs import Config
 from experiments.claims.host import read_host
-from experiments.claims.specs import RunSpec
+from experiments.claims.runs import RunSpec
 
-__all__ = ["RunResult", "load_result"]
+__all__ = ["DENSE", "LAYERS", "RunResult", "dense_name", "load_result", "row_norm"]
+
+# The kernels of the article's network, as the pipeline names them in its norm stats.
+LAYERS = ("conv1/kernel", "conv2/kernel", "conv3/kernel", "dense1/kernel", "dense2/kernel")
+DENSE = "dense1/kernel"  # The hidden dense layer, where the article puts max_norm(3).
+
+
+def dense_name(configs: Config | Sequence[Config]) -> str:
+  """``Dense(1024)`` (the hidden dense layer, named by its width), or ``Dense(256/1024)``."""
+  configs = [configs] if isinstance(configs, Config) else configs
+  widths = sorted({c.dense_features for c in configs})
+  return f"Dense({'/'.join(map(str, widths))})" if widths else "the dense layer"
+
+
+def row_norm(row: dict[str, Any], layer: str = DENSE, stat: str = "max") -> float | None:
+  """``stat`` (``max`` or ``mean``) of ``layer``'s neuron norms in a metrics or step row."""
+  return ((row.get("neuron_norms") or {}).get(layer) or {}).get(stat)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -44,9 +67,49 @@ class RunResult:
     return bool(self.summary and self.summary.get("diverged"))
 
   @property
+  def constrained(self) -> bool:
+    return self.spec.config.max_norm is not None
+
+  @property
   def last_epoch(self) -> dict[str, Any]:
     """The last row of ``metrics.jsonl`` ({} if none)."""
     return self.metrics[-1] if self.metrics else {}
+
+  def get(self, key: str) -> Any:
+    """``summary[key]`` (None when incomplete or missing)."""
+    return (self.summary or {}).get(key)
+
+  def final_norm(self, layer: str = DENSE, stat: str = "max") -> float | None:
+    """``stat`` of ``layer``'s neuron norms after the last epoch."""
+    return row_norm(self.last_epoch, layer, stat)
+
+  @property
+  def train_accuracy(self) -> float | None:
+    """The running mean of the batch accuracies over the last epoch, while training."""
+    return self.last_epoch.get("train_accuracy")
+
+  @property
+  def train_val_gap(self) -> float | None:
+    """:attr:`train_accuracy` minus the final validation accuracy."""
+    train, val = self.train_accuracy, self.get("val_accuracy")
+    return None if train is None or val is None else train - val
+
+  @property
+  def steps_trained(self) -> int | None:
+    """Optimizer steps run; for a diverged run, the step of the first non-finite loss
+    (the loop stops within a read interval of it, so ``summary["steps"]`` may count a
+    few more steps, taken on non-finite weights)."""
+    if self.diverged and self.get("diverged_at_step") is not None:
+      return self.get("diverged_at_step")
+    return self.get("steps")
+
+  @property
+  def planned_steps(self) -> int | None:
+    """Epochs x steps per epoch (each metrics row records ``step = epoch * steps_per_epoch``);
+    None before the first epoch ends."""
+    if not self.metrics:
+      return None
+    return self.spec.config.epochs * (self.metrics[0]["step"] // self.metrics[0]["epoch"])
 
 
 def load_result(spec: RunSpec, workdir: pathlib.Path) -> RunResult:

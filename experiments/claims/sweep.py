@@ -30,14 +30,14 @@ from experiments.cifar10 import configs, records
 from experiments.cifar10.configs import Config
 from experiments.cifar10.train import train_and_evaluate
 from experiments.claims.budgets import Budget
+from experiments.claims.experiment import Experiment
 from experiments.claims.host import write_host
-from experiments.claims.specs import Experiment, RunSpec
+from experiments.claims.runs import RunSpec
 
 __all__ = ["PlannedRun", "RunConflictError", "plan_sweep", "run_status", "run_sweep",
            "workdir_of"]
 
 Status = Literal["complete", "partial", "new"]
-
 
 
 class RunConflictError(RuntimeError):
@@ -78,7 +78,7 @@ def run_status(workdir: pathlib.Path, config: Config) -> Status:
     return "new"
   saved = json.loads(config_file.read_text())
   try:  # Fields added to Config after the run was made take their defaults.
-    saved_config = Config(**saved)
+    saved_config = Config.from_json(saved)
   except (TypeError, ValueError) as e:
     raise RunConflictError(f"{config_file} is not a config this code can read ({e}). "
                            f"Move {workdir} away to rerun it.") from e
@@ -122,7 +122,7 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
   """Trains every run of ``experiment`` that is not complete yet, one after another.
 
   Args:
-    experiment: the experiment (see :mod:`.specs`).
+    experiment: the experiment (see :mod:`.experiment`).
     budget: its budget (see :mod:`.budgets`).
     runs_dir: root of the run directories.
     data_dir: tfds data directory passed to every run.
@@ -154,7 +154,7 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
       trained += 1
       log(f"[{i}/{len(plan)}] {run.spec.name} ({run.status}) -> {run.workdir}")
       config = dataclasses.replace(run.spec.config, data_dir=data_dir)
-      train(config, run.workdir, resume=True)  # resume=True also starts a fresh run.
+      train(config, run.workdir, resume=run.status == "partial")
       write_host(run.workdir)
     if not keep_checkpoints:
       _drop_checkpoints(run.workdir)

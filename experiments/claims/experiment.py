@@ -1,0 +1,63 @@
+"""What an experiment is: its runs under a budget, its tables, reading and figures.
+
+Each experiment is one module (``e1_max_norm_vs_none.py``, ...) that defines
+``EXPERIMENT``, an :class:`Experiment`; :mod:`.registry` lists the modules.
+The shared machinery (:mod:`.sweep`, :mod:`.report`) only calls the fields
+below, so an experiment's design, tables and claim text live in its module.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import pathlib
+from collections.abc import Callable, Sequence
+from typing import NamedTuple
+
+from experiments.claims.budgets import Budget, Schedule
+from experiments.claims.results import RunResult
+from experiments.claims.runs import RunSpec
+
+__all__ = ["Experiment", "Plot"]
+
+
+class Plot(NamedTuple):
+  """A figure of a report.
+
+  Attributes:
+    name: the PNG is ``<budget>_<name>.png`` beside ``results.md``.
+    draw: ``draw(results, path, label)`` draws every run of ``results`` it can
+      (complete ones, and what a diverged one logged) under the title ``label``
+      and returns the path it wrote.
+  """
+  name: str
+  draw: Callable[[Sequence[RunResult], pathlib.Path, str], pathlib.Path]
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+  """An experiment: its runs under a budget, and how its report reads them.
+
+  Attributes:
+    key: the command-line name (``e1``).
+    slug: directory name under ``experiments/results/`` (also its module's name).
+    title: heading of its ``results.md``.
+    claim: the paragraph under the heading: what is tested and how.
+    schedule: which of the budget's schedules its runs use.
+    runs: the runs it makes under a budget, in the order a sweep trains them
+      (a cut-short sweep should leave comparable runs, e.g. pairs by seed).
+    tables: ``tables(results, budget)``: the Markdown tables of a report
+      section (called only when some run is complete; incomplete runs are in
+      ``results`` too).
+    reading: ``reading(results)``: what the numbers say, as Markdown bullet
+      points computed from them ("" when there is nothing to say yet).
+    plots: the figures of a section.
+  """
+  key: str
+  slug: str
+  title: str
+  claim: str
+  schedule: Schedule
+  runs: Callable[[Budget], list[RunSpec]]
+  tables: Callable[[Sequence[RunResult], Budget], list[str]]
+  reading: Callable[[Sequence[RunResult]], str]
+  plots: tuple[Plot, ...] = ()

@@ -1,0 +1,79 @@
+"""The command line: flags, exit codes, and --report-only on the committed results."""
+
+import json
+import pathlib
+import shutil
+
+import pytest
+
+from experiments.claims import BUDGETS, EXPERIMENTS
+from experiments.claims.__main__ import main
+from experiments.claims.report import read_sections
+
+RESULTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "results"
+CPU = BUDGETS["cpu"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["e9", "--budget", "cpu"], "invalid choice: 'e9'"),
+    (["e1"], "--budget"),
+    (["e1", "--budget", "gpu"], "invalid choice: 'gpu'"),
+    (["e1", "--budget", "cpu", "--max-runs", "0"], "must be >= 1"),
+])
+def test_bad_flags_exit_with_code_2(argv, message, capsys):
+  with pytest.raises(SystemExit) as exit_info:
+    main(argv)
+  assert exit_info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_report_only_on_a_conflicting_directory_exits_1(tmp_path, capsys):
+  spec = EXPERIMENTS["e3"].runs(CPU)[0]
+  workdir = tmp_path / "cpu" / "short" / spec.name
+  workdir.mkdir(parents=True)
+  (workdir / "config.json").write_text(json.dumps({**spec.config.to_json(), "seed": 7}))
+  code = main(["e3", "--budget", "cpu", "--runs-dir", str(tmp_path), "--results-dir",
+               str(tmp_path / "out"), "--report-only"])
+  assert code == 1 and "seed: on disk 7 vs sweep 0" in capsys.readouterr().err
+
+
+def _committed_copy(tmp_path, slug):
+  """A copy of the committed results of ``slug`` (results.md, notes.md, figures)."""
+  shutil.copytree(RESULTS / slug, tmp_path / "out" / slug)
+  return tmp_path / "out" / slug / "results.md"
+
+
+@pytest.mark.parametrize("key", sorted(EXPERIMENTS))
+def test_report_only_without_the_runs_keeps_the_committed_section(tmp_path, key, capsys):
+  path = _committed_copy(tmp_path, EXPERIMENTS[key].slug)
+  before = read_sections(path)
+  assert "cpu" in before
+  code = main([key, "--budget", "cpu", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+               str(tmp_path / "out"), "--report-only"])
+  assert code == 0 and read_sections(path) == before
+  assert "kept the section already in" in capsys.readouterr().out
+
+
+def test_report_only_rerenders_the_committed_section_from_the_runs(tmp_path, fabricate,
+                                                                   results_of):
+  path = _committed_copy(tmp_path, "e1_max_norm_vs_none")
+  notes = (path.parent / "notes.md").read_text().strip()
+  for r in results_of(EXPERIMENTS["e1"], CPU, tmp_path / "runs"):
+    fabricate(r.workdir, r.spec, val=0.45, test=0.46)
+  code = main(["e1", "--budget", "cpu", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+               str(tmp_path / "out"), "--data-dir", "/data", "--report-only"])
+  text = path.read_text()
+  section = read_sections(path)["cpu"]
+  assert code == 0 and notes in text
+  assert "- **Runs complete:** 6 of 6." in section
+  assert "| none | cpu | 3 | 0.450 ± 0.000 | 0.460 ± 0.000 |" in section
+  assert (f"python -m experiments.claims e1 --budget cpu --data-dir /data --runs-dir "
+          f"{tmp_path / 'runs'} --results-dir {tmp_path / 'out'}") in section
+  assert section.count("--data-dir /data --workdir") == 6
+
+
+def test_the_budget_flag_takes_cpu_proxy(tmp_path):
+  code = main(["e2", "--budget", "cpu-proxy", "--runs-dir", str(tmp_path / "runs"),
+               "--results-dir", str(tmp_path / "out"), "--report-only"])
+  section = read_sections(tmp_path / "out" / "e2_c_and_placement" / "results.md")["cpu-proxy"]
+  runs = EXPERIMENTS["e2"].runs(BUDGETS["cpu-proxy"])
+  assert code == 0 and f"- **Runs complete:** 0 of {len(runs)}; not run yet:" in section
