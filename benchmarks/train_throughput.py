@@ -29,41 +29,20 @@ import datetime
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from benchmarks.workers import Worker
+
 
 def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
   """A closure that runs one Flax train step (and blocks until it is done)."""
-  import jax  # noqa: PLC0415 -- imported in the worker that needs it
-  import jax.numpy as jnp  # noqa: PLC0415
-  import optax  # noqa: PLC0415
-  from flax import nnx  # noqa: PLC0415
+  from benchmarks.article_step import article_optimizer, step_runner  # noqa: PLC0415
 
-  import maxnorm_jax as mnj  # noqa: PLC0415
-  from benchmarks.article_step import jitted_train_step  # noqa: PLC0415
-  from experiments.cifar10.models import CNN  # noqa: PLC0415
-
-  graphdef, state = nnx.split(CNN(conv_impl=conv_impl, dtype=jnp.dtype(dtype),
-                                  rngs=nnx.Rngs(0)))
-  params = nnx.to_pure_dict(state)
-  tx = optax.chain(optax.adam(1e-4),
-                   mnj.max_norm(3.0, mask=mnj.paths_matching(r"^dense1/kernel$")))
-  key = jax.random.key(1)
-  images = jax.random.uniform(key, (batch, 32, 32, 3), jnp.float32)
-  labels = jax.random.randint(key, (batch,), 0, 10)
-
-  step = jitted_train_step(graphdef, tx)
-  carry = [params, tx.init(params)]
-
-  def run():
-    carry[0], carry[1] = step(*carry, images, labels)
-    jax.block_until_ready(carry[0])
-  return run
+  return step_runner(article_optimizer(True), batch, dtype=dtype, conv_impl=conv_impl)
 
 
 def torch_variant(batch: int) -> Callable[[], None]:
@@ -140,35 +119,12 @@ def worker(variant: str, batch: int) -> None:
 HUGE_PAGES = "glibc.malloc.hugetlb=1"
 
 
-class Worker:
-  """The parent's handle on one variant's process."""
-
-  def __init__(self, variant: str, batch: int, python: str, huge_pages: bool):
-    self.variant = variant
-    self.label = f"{variant} (huge pages)" if huge_pages else variant
-    env = dict(os.environ, GLIBC_TUNABLES=HUGE_PAGES) if huge_pages else None
-    self.proc = subprocess.Popen(
-        [python, "-m", "benchmarks.train_throughput", "--worker", variant,
-         "--batch-size", str(batch)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
-        env=env, cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-    if self._read() != "ready":
-      raise RuntimeError(f"variant {variant} failed to start (see its error above)")
-
-  def _read(self) -> str:
-    line = self.proc.stdout.readline().strip()
-    if not line:
-      self.proc.wait()
-      raise RuntimeError(f"variant {self.variant} exited with code {self.proc.returncode}")
-    return line
-
-  def time(self, steps: int) -> float:
-    self.proc.stdin.write(f"run {steps}\n")
-    self.proc.stdin.flush()
-    return float(self._read())
-
-  def close(self) -> None:
-    self.proc.stdin.close()
-    self.proc.wait(timeout=60)
+def start_worker(variant: str, batch: int, python: str, huge_pages: bool) -> Worker:
+  """One variant's process; ``request("run N")`` answers its seconds per step."""
+  label = f"{variant} (huge pages)" if huge_pages else variant
+  env = dict(os.environ, GLIBC_TUNABLES=HUGE_PAGES) if huge_pages else None
+  return Worker(label, [python, "-m", "benchmarks.train_throughput", "--worker", variant,
+                        "--batch-size", str(batch)], env=env)
 
 
 def main(argv=None) -> None:
@@ -198,11 +154,11 @@ def main(argv=None) -> None:
     huge = {"default": [False], "huge": [True], "both": [False, True]}[args.pages]
     for name in args.variants:
       python = args.tf_python if name == "keras-tf" else sys.executable
-      workers.extend(Worker(name, args.batch_size, python, h) for h in huge)
+      workers.extend(start_worker(name, args.batch_size, python, h) for h in huge)
     times: dict[str, list[float]] = {w.label: [] for w in workers}
     for _ in range(args.rounds):
       for w in workers:
-        times[w.label].append(w.time(args.steps))
+        times[w.label].append(float(w.request(f"run {args.steps}")))
   finally:
     for w in workers:
       w.close()
