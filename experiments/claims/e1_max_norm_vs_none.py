@@ -70,7 +70,8 @@ def _fraction(r: RunResult) -> float | None:
 # (label, value of a run, format): the quantities compared between the arms.
 _PAIRED = (("test accuracy", lambda r: r.get("test_accuracy"), "+.4f"),
            ("train − val gap", lambda r: r.train_val_gap, "+.4f"),
-           ("validation accuracy", lambda r: r.get("val_accuracy"), "+.4f"))
+           ("validation accuracy", lambda r: r.get("val_accuracy"), "+.4f"),
+           ("test loss", lambda r: r.get("test_loss"), "+.4f"))
 
 
 def _difference(pairs: Sequence[tuple[RunResult, RunResult]], value

@@ -3,6 +3,7 @@
 import pytest
 
 from experiments.claims import BUDGETS
+from experiments.claims import e3_high_learning_rate as e3_module
 from experiments.claims.e3_high_learning_rate import EXPERIMENT as E3
 from experiments.claims.e3_high_learning_rate import blew_up, failed, stuck_at_chance
 from experiments.claims.report import read_sections, render_report
@@ -16,7 +17,7 @@ ADAM = {("adam", 1e-3), ("adam", 3e-3), ("adam", 1e-2)}
 
 @pytest.mark.parametrize("budget, seeds, sgd_rates, arms", [
     ("cpu", 2, (0.1,), {(None, "dense1"), (3.0, "dense1"), (3.0, "all")}),  # As committed.
-    ("cpu-proxy", 3, (0.1, 0.3), {(None, "dense1"), (3.0, "dense1")}),
+    ("cpu-proxy", 3, (0.1, 0.3), {(None, "dense1"), (3.0, "dense1"), (3.0, "all")}),
     ("full", 1, (0.1, 0.3), {(None, "dense1"), (3.0, "dense1"), (3.0, "all")}),
 ])
 def test_each_setting_runs_without_and_with_max_norm(budget, seeds, sgd_rates, arms):
@@ -62,9 +63,12 @@ def test_a_blow_up_is_a_loss_above_10x_the_first():
 
 
 @pytest.fixture
-def e3_runs(tmp_path, fabricate, step_rows, results_of):
-  """E3's cpu-proxy runs: SGD 0.3 without the constraint diverges at step 5 (the summary
-  counts 16 steps); Adam 1e-2 ends at chance in both arms; the rest learn."""
+def e3_runs(tmp_path, fabricate, step_rows, results_of, monkeypatch):
+  """E3's cpu-proxy runs, in two arms (without, and with max-norm on the dense layer):
+  SGD 0.3 without the constraint diverges at step 5 (the summary counts 16 steps); Adam
+  1e-2 ends at chance in both arms; the rest learn."""
+  monkeypatch.setitem(e3_module.DESIGNS, "cpu-proxy",
+                      e3_module.Design(seeds=(0, 1, 2), every_kernel=False))
   for r in results_of(E3, PROXY, tmp_path / "runs"):
     setting = (r.spec.config.optimizer, r.spec.config.learning_rate)
     if setting == ("sgd", 0.3) and not r.constrained:
