@@ -17,9 +17,10 @@ import jax.numpy as jnp
 import optax
 from flax import nnx
 
-import maxnorm_jax as mnj
+from experiments.cifar10.configs import get_config
 from experiments.cifar10.input_pipeline import Batch
-from experiments.cifar10.models import CNN, DENSE1_KERNEL
+from experiments.cifar10.models import CNN
+from experiments.cifar10.optimizer import make_optimizer
 from experiments.cifar10.train import TrainState, train_step
 
 __all__ = ["article_optimizer", "jitted_train_step", "step_runner"]
@@ -35,11 +36,9 @@ def jitted_train_step(graphdef: nnx.GraphDef, tx: optax.GradientTransformation):
 
 
 def article_optimizer(constrained: bool = True) -> optax.GradientTransformation:
-  """Adam(1e-4), followed by max_norm(3) on the Dense(1024) kernel when ``constrained``."""
-  tx = optax.adam(1e-4)
-  if not constrained:
-    return tx
-  return optax.chain(tx, mnj.max_norm(3.0, mask=mnj.paths_matching(f"^{DENSE1_KERNEL}$")))
+  """The ``article`` preset's optimizer, the one training uses: Adam(1e-4) with Keras's
+  legacy decay, followed by max_norm(3) on the Dense(1024) kernel when ``constrained``."""
+  return make_optimizer(get_config("article", max_norm=3.0 if constrained else None))
 
 
 def step_runner(tx: optax.GradientTransformation, batch: int, *, dtype: str = "float32",

@@ -189,6 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   torch_run = _torch_step(sizes)
   if torch_run is not None:
     runs[f"PyTorch eager ({torch_run.device}) + renorm"] = torch_run  # type: ignore[attr-defined]
+  else:
+    print("PyTorch peer: skipped, torch is not installed", flush=True)
   times = _time_rounds(runs, sizes)
 
   print("\n## 1 and 3. Train step (Adam + max_norm(3) on the Dense(1024) kernel)\n")

@@ -391,7 +391,9 @@ def _run(config: Config, workdir: pathlib.Path, ckpts: checkpoints.Checkpoints |
           flush=True)
 
   # Split by example over the devices; each process decodes only its own share.
+  load_start = time.perf_counter()
   (train, val, test), sizes = data or input_pipeline.load_splits(config, mesh)
+  facts["data_seconds"] = time.perf_counter() - load_start  # Decode or cache, to the device.
   _make_workdir(workdir)  # Only now that the data is there.
   if ckpts is not None:
     return _train(config, workdir, ckpts, resume_epoch, start, mesh, facts, sizes,
@@ -421,7 +423,7 @@ def _train(config: Config, workdir: pathlib.Path, ckpts: checkpoints.Checkpoints
   first_epoch = (resume_epoch or 0) + 1
   records.write_config(workdir, config)
   print(f"{num_params:,} parameters | train {num_train:,}, val {sizes.val:,}, "
-        f"test {sizes.test:,} images"
+        f"test {sizes.test:,} images | data on the device in {facts['data_seconds']:.1f} s"
         + (f" | resuming after epoch {resume_epoch}" if resume_epoch else ""), flush=True)
 
   train_fn, eval_fn, eval_batch_size = build_steps(config, graphdef, tx, mesh, state_sharding)

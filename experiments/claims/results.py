@@ -15,6 +15,7 @@ from typing import Any
 
 from experiments.cifar10 import records
 from experiments.cifar10.configs import Config
+from experiments.cifar10.models import DENSE1_KERNEL
 from experiments.claims.host import read_host
 from experiments.claims.runs import RunSpec
 
@@ -22,7 +23,7 @@ __all__ = ["DENSE", "LAYERS", "RunResult", "dense_name", "load_result", "row_nor
 
 # The kernels of the article's network, as the pipeline names them in its norm stats.
 LAYERS = ("conv1/kernel", "conv2/kernel", "conv3/kernel", "dense1/kernel", "dense2/kernel")
-DENSE = "dense1/kernel"  # The hidden dense layer, where the article puts max_norm(3).
+DENSE = DENSE1_KERNEL  # The hidden dense layer, where the article puts max_norm(3).
 
 
 def dense_name(configs: Config | Sequence[Config]) -> str:

@@ -10,7 +10,7 @@ The test files mirror the modules: ``test_<module>.py`` tests
 ``maxnorm_jax/_<module>.py`` (``test_nnx.py`` tests ``maxnorm_jax/nnx.py``);
 ``test_integrations.py`` (jit, optax wrappers, Flax, sharding),
 ``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
-``test_public_api.py`` and ``test_readme_examples.py`` cut across them.
+``test_public_api.py`` and ``tests/test_readme.py`` cut across them.
 """
 
 import jax
