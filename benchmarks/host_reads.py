@@ -6,7 +6,7 @@ per round, in interleaved rounds:
 
 * ``read every step``: after each step the host reads that step's loss (what a
   plain ``float(loss)`` progress bar does), so it waits for the device every step;
-* ``pipeline loop``: :func:`experiments.cifar10.train._train_epoch`, which
+* ``pipeline loop``: :func:`experiments.cifar10.train.train_epoch`, which
   reads one small report every ``READ_EVERY`` steps, one step behind the device.
 
 It prints steps/s of each and the per-round ratio (median, min..max).
@@ -72,7 +72,7 @@ def _read_every_step(train_fn, state, data, order, steps):
 
 
 def _pipeline_loop(train_fn, state, data, order, steps):
-  state, _, _ = train._train_epoch(train_fn, state, metrics.zeros(with_telemetry=True), data,
+  state, _, _ = train.train_epoch(train_fn, state, metrics.zeros(with_telemetry=True), data,
                                    order, first_step=1, num_steps=steps, description="",
                                    disable_bar=True)
   return state

@@ -38,7 +38,8 @@ import numpy as np
 from experiments.cifar10 import array_cache, cifar10_archive
 from experiments.cifar10.configs import Config
 
-__all__ = ["DataUnavailableError", "Decoded", "decode_examples", "open_splits"]
+__all__ = ["DataUnavailableError", "Decoded", "copy_cache_entry", "decode_examples", "decoded_copy",
+           "import_tfds", "open_splits", "read_cached_copy"]
 
 _READ_CHUNK = 5000  # Examples decoded per `__getitems__` call (batched array_record reads).
 _ARCHIVE_DATASET = "cifar10"  # The one data set with a canonical archive here.
@@ -68,7 +69,7 @@ def _drop_unactionable(record: logging.LogRecord) -> bool:
   return not any(text in message for text in _QUIET)
 
 
-def _tfds():
+def import_tfds():
   """tensorflow_datasets, imported on first use (the archive path does without it)."""
   import tensorflow_datasets as tfds  # noqa: PLC0415
 
@@ -167,10 +168,10 @@ def _missing_copy(name: str, data_dir: str | None, version_dir: pathlib.Path,
 def _from_tfds(name: str, data_dir: str | None) -> tuple[Any, Any]:
   mocked = _tfds_is_mocked()
   if not mocked and name == _ARCHIVE_DATASET and data_dir is not None:
-    cached = _cached_copy(pathlib.Path(data_dir) / name / cifar10_archive.TFDS_VERSION)
+    cached = read_cached_copy(pathlib.Path(data_dir) / name / cifar10_archive.TFDS_VERSION)
     if cached is not None:
       return cached
-  tfds = _tfds()
+  tfds = import_tfds()
   try:
     version_dir = None
     if not mocked:  # A mock has no files; it serves any name from anywhere.
@@ -189,10 +190,10 @@ def _from_tfds(name: str, data_dir: str | None) -> tuple[Any, Any]:
   sizes = tuple(cifar10_archive.ARRAYS[f"{split}_labels"].shape[0] for split in ("train", "test"))
   if version_dir is None or name != _ARCHIVE_DATASET or (len(train), len(test)) != sizes:
     return train, test  # Decoded on demand; not CIFAR-10 as published, so not cached.
-  return _decoded_copy(train, test, version_dir)
+  return decoded_copy(train, test, version_dir)
 
 
-def _copy_entry(version_dir: pathlib.Path) -> pathlib.Path:
+def copy_cache_entry(version_dir: pathlib.Path) -> pathlib.Path:
   """The cache entry of a prepared copy, named after its real path and its files'
   names, sizes and modification times."""
   digest = hashlib.sha256(str(version_dir.resolve()).encode())
@@ -202,12 +203,12 @@ def _copy_entry(version_dir: pathlib.Path) -> pathlib.Path:
   return array_cache.cache_root() / "cifar10" / f"tfds-{digest.hexdigest()[:16]}"
 
 
-def _cached_copy(version_dir: pathlib.Path) -> tuple[Decoded, Decoded] | None:
+def read_cached_copy(version_dir: pathlib.Path) -> tuple[Decoded, Decoded] | None:
   """The cached arrays of a prepared copy, read without tfds, or None when there are
   none yet (or they are damaged: the caller then decodes the copy again)."""
   if not (version_dir / "dataset_info.json").is_file():
     return None
-  entry = _copy_entry(version_dir)
+  entry = copy_cache_entry(version_dir)
   if not entry.is_dir():
     return None
   try:
@@ -236,9 +237,9 @@ def _decode_and_check(train: Any, test: Any, version_dir: pathlib.Path
   return arrays
 
 
-def _decoded_copy(train: Any, test: Any, version_dir: pathlib.Path) -> tuple[Decoded, Decoded]:
+def decoded_copy(train: Any, test: Any, version_dir: pathlib.Path) -> tuple[Decoded, Decoded]:
   """A complete CIFAR-10 copy, decoded: from the cache, or decoded once and cached."""
-  entry = _copy_entry(version_dir)
+  entry = copy_cache_entry(version_dir)
   try:
     entry.parent.mkdir(parents=True, exist_ok=True)
     writable = os.access(entry.parent, os.W_OK | os.X_OK)

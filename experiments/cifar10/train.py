@@ -6,7 +6,7 @@ metrics)`` over that dict, so it can be jitted, donated and sharded.
 The data sets live on the devices; each jitted call slices its batch out of the
 epoch's on-device order, so no data crosses to the host during an epoch, and
 the loop reads a small report back only every few steps, one step behind the
-device (:func:`_train_epoch`), so dispatch never waits for the host.
+device (:func:`train_epoch`), so dispatch never waits for the host.
 The same step runs data-parallel over every device of every host: the
 shardings of its inputs come from :mod:`.sharding`, and XLA does the rest.
 """
@@ -45,8 +45,7 @@ from experiments.cifar10.optimizer import learning_rate_at, make_optimizer
 
 __all__ = [
     "EpochOutcome", "Report", "TrainState", "WorkdirError", "build_steps", "create_train_state",
-    "evaluate",
-    "read_host", "train_and_evaluate", "train_step",
+    "evaluate", "read_host", "train_and_evaluate", "train_epoch", "train_step",
 ]
 
 Params = dict[str, Any]
@@ -180,12 +179,12 @@ class EpochOutcome(NamedTuple):
   diverged_at: int | None
 
 
-def _train_epoch(train_fn: Callable, state: TrainState, totals: metrics.Totals, data: Split,
-                 order: jax.Array, *, first_step: int, num_steps: int, description: str,
-                 log_every: int = 0,
-                 write_row: Callable[[int, dict[str, Any], Any], None] | None = None,
-                 disable_bar: bool = False
-                 ) -> tuple[TrainState, metrics.Totals, EpochOutcome]:
+def train_epoch(train_fn: Callable, state: TrainState, totals: metrics.Totals, data: Split,
+                order: jax.Array, *, first_step: int, num_steps: int, description: str,
+                log_every: int = 0,
+                write_row: Callable[[int, dict[str, Any], Any], None] | None = None,
+                disable_bar: bool = False
+                ) -> tuple[TrainState, metrics.Totals, EpochOutcome]:
   """Runs ``num_steps`` compiled train steps over ``order``, under a progress bar.
 
   The loop never waits for the step it has just dispatched: it reads the
@@ -461,7 +460,7 @@ def _train(config: Config, workdir: pathlib.Path, ckpts: checkpoints.Checkpoints
   for epoch in range(first_epoch, config.epochs + 1):
     epoch_start = time.perf_counter()
     order = input_pipeline.epoch_order(shuffle_key, epoch, num_train, config.batch_size)
-    state, totals, outcome = _train_epoch(
+    state, totals, outcome = train_epoch(
         train_fn, state, metrics.zeros(with_telemetry), train, order,
         first_step=(epoch - 1) * steps_per_epoch + 1, num_steps=steps_per_epoch,
         description=f"epoch {epoch}/{config.epochs}", log_every=config.log_every,

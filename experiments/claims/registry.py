@@ -12,12 +12,13 @@ import importlib
 
 from experiments.claims.experiment import Experiment
 
-__all__ = ["EXPERIMENTS", "MODULES", "get_experiment"]
+__all__ = ["EXPERIMENTS", "MODULES", "get_experiment", "load_experiment"]
 
 MODULES = ("e1_max_norm_vs_none", "e2_c_and_placement", "e3_high_learning_rate")
 
 
-def _load(module: str) -> Experiment:
+def load_experiment(module: str) -> Experiment:
+  """The ``EXPERIMENT`` of ``experiments.claims.<module>``, checked to carry the module's name."""
   experiment = importlib.import_module(f"experiments.claims.{module}").EXPERIMENT
   if experiment.slug != module:
     raise ValueError(f"experiments.claims.{module}.EXPERIMENT has slug {experiment.slug!r}; "
@@ -25,7 +26,7 @@ def _load(module: str) -> Experiment:
   return experiment
 
 
-EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in map(_load, MODULES)}
+EXPERIMENTS: dict[str, Experiment] = {e.key: e for e in map(load_experiment, MODULES)}
 
 
 def get_experiment(key: str) -> Experiment:

@@ -152,15 +152,15 @@ def _copy(tmp_path, stored):
 def test_a_prepared_copy_is_decoded_once_checked_and_then_read_from_the_cache(fake_cifar10,
                                                                               tmp_path):
   version_dir, (train, test) = _copy(tmp_path, fake_cifar10.stored)
-  _assert_splits_equal(data_sources._decoded_copy(train, test, version_dir),
+  _assert_splits_equal(data_sources.decoded_copy(train, test, version_dir),
                        fake_cifar10.stored)
   assert (train.decoded, test.decoded) == (15, 4)
-  entry = data_sources._copy_entry(version_dir)
+  entry = data_sources.copy_cache_entry(version_dir)
   assert entry.parent == fake_cifar10.cache / "cifar10" and entry.is_dir()
   assert sorted(p.name for p in version_dir.iterdir()) == ["dataset_info.json"]
   # A later start: straight from the cache, before tfds is even asked.
-  _assert_splits_equal(data_sources._cached_copy(version_dir), fake_cifar10.stored)
-  _assert_splits_equal(data_sources._decoded_copy(train, test, version_dir),
+  _assert_splits_equal(data_sources.read_cached_copy(version_dir), fake_cifar10.stored)
+  _assert_splits_equal(data_sources.decoded_copy(train, test, version_dir),
                        fake_cifar10.stored)
   assert (train.decoded, test.decoded) == (15, 4)
 
@@ -171,8 +171,8 @@ def test_a_copy_that_is_not_cifar10_is_refused_and_not_cached(fake_cifar10, tmp_
   version_dir, (train, test) = _copy(tmp_path, altered)
   with pytest.raises(data_sources.DataUnavailableError,
                      match="does not decode to CIFAR-10: its test_labels"):
-    data_sources._decoded_copy(train, test, version_dir)
-  assert not data_sources._copy_entry(version_dir).exists()
+    data_sources.decoded_copy(train, test, version_dir)
+  assert not data_sources.copy_cache_entry(version_dir).exists()
 
 
 def test_without_a_writable_cache_a_copy_is_decoded_every_time(fake_cifar10, tmp_path,
@@ -181,7 +181,7 @@ def test_without_a_writable_cache_a_copy_is_decoded_every_time(fake_cifar10, tmp
   monkeypatch.setenv(array_cache.CACHE_DIR_ENV, str(tmp_path / "a_file" / "cache"))
   version_dir, (train, test) = _copy(tmp_path, fake_cifar10.stored)
   for _ in range(2):
-    _assert_splits_equal(data_sources._decoded_copy(train, test, version_dir),
+    _assert_splits_equal(data_sources.decoded_copy(train, test, version_dir),
                          fake_cifar10.stored)
   assert train.decoded == 30 and "cannot be written" in capsys.readouterr().err
   with pytest.raises(data_sources.DataUnavailableError, match=array_cache.CACHE_DIR_ENV):
@@ -229,7 +229,7 @@ def test_a_missing_data_dir_is_one_clear_line_from_the_command(tmp_path, capsys)
 
 
 def test_unactionable_tfds_warnings_are_dropped_and_others_kept(caplog):
-  data_sources._tfds()
+  data_sources.import_tfds()
   absl = logging.getLogger("absl")
   with caplog.at_level(logging.WARNING, logger="absl"):
     absl.warning("OpenCV is not installed. We recommend using OpenCV because it is faster.")
@@ -245,11 +245,11 @@ def test_two_copies_never_share_a_cache_entry(tmp_path):
     version_dir.mkdir(parents=True)
     (version_dir / "dataset_info.json").write_text("{}")
     copies.append(version_dir)
-  a, b = (data_sources._copy_entry(c) for c in copies)
+  a, b = (data_sources.copy_cache_entry(c) for c in copies)
   assert a != b and a.parent == b.parent == array_cache.cache_root() / "cifar10"
-  assert data_sources._copy_entry(copies[0]) == a
+  assert data_sources.copy_cache_entry(copies[0]) == a
   (copies[0] / "dataset_info.json").write_text('{"changed": 1}')
-  assert data_sources._copy_entry(copies[0]) != a
+  assert data_sources.copy_cache_entry(copies[0]) != a
 
 
 @pytest.mark.slow
@@ -266,7 +266,7 @@ def test_a_prepared_copy_and_the_archive_give_the_same_arrays_bit_for_bit(tmp_pa
   stored = {"train_images": train.images, "train_labels": train.labels,
             "test_images": test.images, "test_labels": test.labels}
   # Its example ids are the archive's indices in the order the test derives on its own.
-  tfds = data_sources._tfds()
+  tfds = data_sources.import_tfds()
   for split in ("train", "test"):
     source = tfds.data_source("cifar10", split=split, data_dir=str(REAL_DATA_DIR))
     picks = np.random.default_rng(0).choice(len(source), 50, replace=False).tolist()
@@ -279,7 +279,7 @@ def test_a_prepared_copy_and_the_archive_give_the_same_arrays_bit_for_bit(tmp_pa
   def unused(*args, **kwargs):
     raise AssertionError("tfds was used")
   with monkeypatch.context() as patch:
-    patch.setattr(data_sources, "_tfds", unused)
+    patch.setattr(data_sources, "import_tfds", unused)
     patch.setattr(data_sources, "decode_examples", unused)
     _assert_splits_equal(data_sources.open_splits(copy), stored)
 

@@ -181,7 +181,7 @@ class _HostReads:
       finally:
         self._inside = False
     monkeypatch.setattr(train, "read_host", counted_read)
-    train_epoch = train._train_epoch
+    train_epoch = train.train_epoch
 
     def watched_epoch(*args, **kwargs):
       self.watching = True
@@ -190,7 +190,7 @@ class _HostReads:
       finally:
         self.watching = False
     self.watching = False
-    monkeypatch.setattr(train, "_train_epoch", watched_epoch)
+    monkeypatch.setattr(train, "train_epoch", watched_epoch)
 
   def _counting(self, name, method):
     def wrapper(array, *args, **kwargs):

@@ -28,7 +28,7 @@ def test_a_module_whose_slug_is_not_its_name_is_refused(monkeypatch):
                                  tables=lambda rs, b: [], reading=lambda rs: "")
   monkeypatch.setitem(sys.modules, "experiments.claims.e9_other", module)
   with pytest.raises(ValueError, match="slug 'e9_elsewhere'; it must be the module's name"):
-    registry._load("e9_other")
+    registry.load_experiment("e9_other")
 
 
 def test_unknown_names_are_clear_errors():
