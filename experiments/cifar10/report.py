@@ -198,11 +198,11 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
           f"{summary.get('num_devices')} device(s); jax {summary.get('jax_version')}; "
           f"malloc {summary.get('malloc', 'system')}.",
           f"- **Budget:** {config['epochs']} epochs, {summary.get('steps')} steps of "
-          f"{config['batch_size']}; the run's own settings are in `config.json`.",
+          f"{config['batch_size']:,}; the run's own settings are in `config.json`.",
           f"- **Wall time of the epochs (training and validation):** {wall / 3600:.2f} h "
           f"({wall:,.0f} s); per-epoch times are in the table.",
           f"- **Test accuracy:** {_fmt(summary.get('test_accuracy'))} (test loss "
-          f"{_fmt(summary.get('test_loss'))}) on {summary.get('num_params', 0):,}-parameter "
+          f"{_fmt(summary.get('test_loss'))}) of the {summary.get('num_params', 0):,}-parameter "
           f"network; last validation accuracy {_fmt(summary.get('val_accuracy'))}.",
       ]),
       "## Does the constraint bind?\n\n" + binding(metrics, steps, c),
