@@ -102,8 +102,20 @@ def _against_unconstrained(results: Sequence[RunResult], setting: tuple[float, s
   return paired_difference([(a, b) for a, b in pairs if a is not None and b is not None])
 
 
+def _gap(r: RunResult) -> float | None:
+  return r.train_val_gap
+
+
+def _train(r: RunResult) -> float | None:
+  return r.train_accuracy
+
+
+def _val(r: RunResult) -> float | None:
+  return r.get("val_accuracy")
+
+
 _COMPARED = (("test accuracy", lambda r: r.get("test_accuracy")),
-             ("train − val gap", lambda r: r.train_val_gap))
+             ("train − val gap", _gap))
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
@@ -164,6 +176,8 @@ def _reading(results: Sequence[RunResult]) -> str:
                    f"a binomial standard error of about {se:.3f}, so differences below about "
                    f"{2 * se:.3f} are within noise.")
   else:
+    intervals = excluding = 0
+    gap_changes = []
     for label, value in _COMPARED:
       noise, effects = [], []
       for setting in by_setting:
@@ -171,19 +185,37 @@ def _reading(results: Sequence[RunResult]) -> str:
           continue
         d = _against_unconstrained(results, setting, value)
         name = f"c={setting[0]:g} on {_where(setting[1], dense)}"
-        if d is None:
+        if d is None or d.n < 2:
           continue
+        intervals += 1
         if d.contains_zero:
           noise.append(name)
         else:
+          excluding += 1
           effects.append(f"{name} ({'higher' if d.mean > 0 else 'lower'}: {md.interval(d)} "
                          f"over {d.n} seeds)")
+          if value is _gap:
+            gap_changes.append((name, setting))
       if noise:
         lines.append(f"- {label} against c = ∞ (paired by seed, 95% interval): no effect "
                      f"distinguishable from noise for {', '.join(noise)}.")
       if effects:
         lines.append(f"- {label} against c = ∞: the interval excludes 0 for "
                      f"{'; '.join(effects)}.")
+    for name_, setting in gap_changes:  # Which side of the gap moved.
+      parts = []
+      for side, side_value in (("train accuracy", _train), ("validation accuracy", _val)):
+        d = _against_unconstrained(results, setting, side_value)
+        if d is not None and d.n >= 2:
+          parts.append(f"{side} {md.interval(d)}")
+      if parts:
+        lines.append(f"- Where the gap change of {name_} comes from, against c = ∞: "
+                     f"{', '.join(parts)}.")
+    if intervals:
+      lines.append(f"- {intervals} intervals at 95% are compared with 0 above, and "
+                   f"{excluding} {'excludes' if excluding == 1 else 'exclude'} it. With no effect anywhere, about "
+                   f"{0.05 * intervals:.1f} would exclude 0 by chance alone, so one interval "
+                   f"that only just excludes 0 is weak evidence on its own.")
 
   def name(setting: tuple[float, str]) -> str:
     return f"c={setting[0]:g} on {_where(setting[1], dense)}"

@@ -67,6 +67,27 @@ def test_report_compares_each_setting_with_no_constraint_of_the_same_seed(tmp_pa
           f"seeds)") in section
   assert (f"- It never bound in: c=3 on {DENSE}, c=3 on every kernel, c=4 on {DENSE}, c=4 "
           f"on every kernel; those runs changed no weight") in section
+  assert ("- 20 intervals at 95% are compared with 0 above, and 1 excludes it. With no "
+          "effect anywhere, about 1.0 would exclude 0 by chance alone") in section
+  assert "Where the gap change" not in section  # No gap interval excludes 0 here.
+
+
+def test_a_gap_that_shrinks_is_traced_to_train_or_validation_accuracy(tmp_path, fabricate,
+                                                                       results_of):
+  # c = 1 on the dense layer lowers train accuracy by 0.2 (± 0.01 by seed), and nothing else.
+  for r in results_of(E2, PROXY, tmp_path / "runs"):
+    c, placement, seed = (r.spec.labels[k] for k in ("c", "placement", "seed"))
+    train = 0.8 + 0.01 * (-1) ** seed if (c, placement) == (1.0, "dense1") else 1.0
+    fabricate(r.workdir, r.spec, val=0.5 + 0.01 * seed, test=0.5 + 0.01 * seed, train=train,
+              bound=0.5)
+  path = render_report(E2, PROXY, results_of(E2, PROXY, tmp_path / "runs"), tmp_path / "out",
+                       command="c")
+  section = read_sections(path)["cpu-proxy"]
+  assert f"- train − val gap against c = ∞: the interval excludes 0 for c=1 on {DENSE} " \
+         "(lower: -0.197" in section
+  assert (f"- Where the gap change of c=1 on {DENSE} comes from, against c = ∞: train "
+          f"accuracy -0.197 [") in section
+  assert "validation accuracy +0.000 [+0.000, +0.000]." in section
 
 
 def test_one_seed_reads_against_the_binomial_noise_of_the_test_set(tmp_path, fabricate,
