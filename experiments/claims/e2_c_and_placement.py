@@ -213,7 +213,8 @@ def _reading(results: Sequence[RunResult]) -> str:
                      f"{', '.join(parts)}.")
     if intervals:
       lines.append(f"- {intervals} intervals at 95% are compared with 0 above, and "
-                   f"{excluding} {'excludes' if excluding == 1 else 'exclude'} it. With no effect anywhere, about "
+                   f"{excluding} {'excludes' if excluding == 1 else 'exclude'} it. With no "
+                   f"effect anywhere, about "
                    f"{0.05 * intervals:.1f} would exclude 0 by chance alone, so one interval "
                    f"that only just excludes 0 is weak evidence on its own.")
 
