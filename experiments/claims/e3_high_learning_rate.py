@@ -137,6 +137,12 @@ def _last_norm(r: RunResult, layer: str, stat: str = "max") -> float | None:
   return None
 
 
+def _convs_last(r: RunResult) -> float | None:
+  values = [n for n in (_last_norm(r, layer) for layer in LAYERS if layer.startswith("conv"))
+            if n is not None]
+  return max(values) if values else None
+
+
 def _others_last(r: RunResult) -> float | None:
   values = [n for n in (_last_norm(r, layer) for layer in LAYERS if layer != DENSE)
             if n is not None]
@@ -171,6 +177,11 @@ def _row(r: RunResult) -> list[str]:
   ]
 
 
+def _range(values: Sequence[float]) -> str:
+  low, high = min(values), max(values)
+  return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}"
+
+
 def _failures(runs: Sequence[RunResult]) -> str:
   nan, chance = sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs))
   return f"{nan + chance} of {len(runs)} ({nan} NaN, {chance} at chance)"
@@ -191,13 +202,13 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
   dense = dense_name([r.spec.config for r in results])
   settings, arms, cells = _grid(results)
   header = ["optimizer", "lr"] + [f"{_arm_label(a, dense)}: failed" for a in arms]
-  if NONE in arms and DENSE_ONLY in arms:
-    header.append(f"p, none vs {_arm_label(DENSE_ONLY, dense)} (Fisher, two-sided)")
+  compared = [a for a in (DENSE_ONLY, EVERY_KERNEL) if NONE in arms and a in arms]
+  header += [f"p, none vs {_arm_label(a, dense)} (Fisher, two-sided)" for a in compared]
   rows = []
   for s in settings:
     row = [s[0], f"{s[1]:g}"] + [_failures(cells[s, a]) for a in arms]
-    if NONE in arms and DENSE_ONLY in arms:
-      free, held = cells[s, NONE], cells[s, DENSE_ONLY]
+    for arm in compared:
+      free, held = cells[s, NONE], cells[s, arm]
       row.append(md.number(fisher_exact(sum(map(failed, free)), len(free),
                                         sum(map(failed, held)), len(held)), ".2f")
                  if free and held else "–")
@@ -236,10 +247,10 @@ def _reading(results: Sequence[RunResult]) -> str:
            f"accuracy is that of the NaN weights). \"Stuck at chance\": each of the last "
            f"{CHANCE_WINDOW} logged batch losses within {CHANCE_TOLERANCE:g} of ln 10. "
            f"\"Blow-up\": some logged batch loss exceeded 10x the first step's loss."]
-  if NONE in arms and DENSE_ONLY in arms:
-    same = []
+  for arm in (a for a in (DENSE_ONLY, EVERY_KERNEL) if NONE in arms and a in arms):
+    label, same = _arm_label(arm, dense), []
     for s in settings:
-      free, held = cells[s, NONE], cells[s, DENSE_ONLY]
+      free, held = cells[s, NONE], cells[s, arm]
       if not free or not held:
         continue
       f_free, f_held = sum(map(failed, free)), sum(map(failed, held))
@@ -249,20 +260,23 @@ def _reading(results: Sequence[RunResult]) -> str:
         continue
       p = fisher_exact(f_free, len(free), f_held, len(held))
       lines.append(
-          f"- {name}: failed without the constraint {_failures(free)}, with "
-          f"{_arm_label(DENSE_ONLY, dense)} {_failures(held)}; Fisher's exact test, two-sided "
-          f"p = {p:.2f}" + ("" if p < 0.05 else ": not distinguishable from noise at this "
-                            "number of seeds") + ".")
+          f"- {name}: failed without the constraint {_failures(free)}, with {label} "
+          f"{_failures(held)}; Fisher's exact test, two-sided p = {p:.2f}"
+          + ("" if p < 0.05 else ": not distinguishable from noise at this number of seeds")
+          + ".")
     if same:
-      lines.append(f"- The same share of runs failed with and without the constraint for: "
-                   f"{', '.join(same)}; no effect on failure.")
-  held_norms = [n for r in done if _arm(r) == DENSE_ONLY
-                if (n := _last_norm(r, DENSE)) is not None]
-  free_norms = [n for r in done if _arm(r) == NONE if (n := _last_norm(r, DENSE)) is not None]
-  if held_norms and free_norms:
-    lines.append(f"- {dense}'s largest neuron norm at the last logged step: at most "
-                 f"{max(held_norms):.3g} with the constraint (c = {C:g}), against "
-                 f"{min(free_norms):.3g} to {max(free_norms):.3g} without it.")
+      lines.append(f"- The same share of runs failed without the constraint and with {label} "
+                   f"for: {', '.join(same)}; no effect on failure.")
+  for layers, norm in ((f"{dense}'s", lambda r: _last_norm(r, DENSE)),
+                       ("The convolutions'", _convs_last)):
+    ranges = []
+    for arm in arms:
+      values = [n for r in done if _arm(r) == arm if (n := norm(r)) is not None]
+      if values:
+        ranges.append(f"{_arm_label(arm, dense)} {_range(values)}")
+    if len(ranges) > 1:
+      lines.append(f"- {layers} largest neuron norm at the last logged step (c = {C:g}): "
+                   f"{'; '.join(ranges)}.")
   return "\n".join(lines)
 
 

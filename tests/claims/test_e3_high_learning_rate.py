@@ -107,8 +107,38 @@ def test_reading_compares_the_arms_setting_by_setting(e3_runs):
   assert (f"- sgd 0.3: failed without the constraint 3 of 3 (3 NaN, 0 at chance), with "
           f"max_norm(3), {DENSE} 0 of 3 (0 NaN, 0 at chance); Fisher's exact test, two-sided "
           f"p = 0.10: not distinguishable from noise at this number of seeds.") in reading
-  assert ("- The same share of runs failed with and without the constraint for: adam 0.001 (0 "
-          "of 3), adam 0.003 (0 of 3), adam 0.01 (3 of 3), sgd 0.1 (0 of 3); no effect on "
-          "failure.") in reading
-  assert (f"- {DENSE}'s largest neuron norm at the last logged step: at most 3 with the "
-          f"constraint (c = 3), against 5 to 10 without it.") in reading
+  assert (f"- The same share of runs failed without the constraint and with max_norm(3), "
+          f"{DENSE} for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (3 of 3), sgd 0.1 "
+          f"(0 of 3); no effect on failure.") in reading
+  assert (f"- {DENSE}'s largest neuron norm at the last logged step (c = 3): none 5 to 10; "
+          f"max_norm(3), {DENSE} 3.") in reading
+  assert (f"- The convolutions' largest neuron norm at the last logged step (c = 3): none 1.5; "
+          f"max_norm(3), {DENSE} 1.5.") in reading
+
+
+def test_reading_compares_each_constrained_arm_with_no_constraint(tmp_path, fabricate,
+                                                                  step_rows, results_of):
+  # Every kernel: SGD 0.3 fails without the constraint and with it on the dense layer only,
+  # and learns with it on every kernel.
+  for r in results_of(E3, PROXY, tmp_path / "runs"):
+    setting = (r.spec.config.optimizer, r.spec.config.learning_rate)
+    every = r.constrained and r.spec.config.constrain == "all"
+    if setting == ("sgd", 0.3) and not every:
+      fabricate(r.workdir, r.spec, val=0.1, test=0.1,
+                steps=step_rows(10, 0.0, chance=True, dense1=0.3 if r.constrained else 1.0))
+    else:
+      fabricate(r.workdir, r.spec, val=0.4, test=0.4,
+                steps=step_rows(10, 0.1, dense1=0.3 if r.constrained else 0.5))
+  reading = E3.reading(results_of(E3, PROXY, tmp_path / "runs"))
+  assert reading.startswith(f"- none: 0 of 15 diverged (NaN/inf), 3 stuck at chance, 0 blew "
+                            f"up; max_norm(3), {DENSE}: 0 of 15 diverged (NaN/inf), 3 stuck at "
+                            f"chance, 0 blew up; max_norm(3), every kernel: 0 of 15 diverged "
+                            f"(NaN/inf), 0 stuck at chance, 0 blew up.")
+  assert ("- sgd 0.3: failed without the constraint 3 of 3 (0 NaN, 3 at chance), with "
+          "max_norm(3), every kernel 0 of 3 (0 NaN, 0 at chance); Fisher's exact test, "
+          "two-sided p = 0.10: not distinguishable from noise") in reading
+  assert (f"- The same share of runs failed without the constraint and with max_norm(3), "
+          f"{DENSE} for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (0 of 3), sgd 0.1 "
+          f"(0 of 3), sgd 0.3 (3 of 3); no effect on failure.") in reading
+  assert (f"{DENSE}'s largest neuron norm at the last logged step (c = 3): none 5 to 10; "
+          f"max_norm(3), {DENSE} 3; max_norm(3), every kernel 3.") in reading
