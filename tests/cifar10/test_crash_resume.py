@@ -74,21 +74,25 @@ def _kill_and_resume_trials(tmp_path, tiny, trials, seed):
   config = get_config("smoke", **overrides)
   env = _env(tmp_path / "jax_cache")
   straight = tmp_path / "straight"
-  start = time.perf_counter()
-  assert _run(straight, overrides, env)
+  assert _run(straight, overrides, env)  # Also fills the compilation cache.
+  start = time.perf_counter()  # Time a run as the trials' runs start: from a warm cache.
+  assert _run(tmp_path / "timed", overrides, env)
   duration = time.perf_counter() - start
   want_state, want_metrics = _final_state(straight, config), _metrics(straight)
   summary = json.loads((straight / "summary.json").read_text())
   rng = np.random.default_rng(seed)
-  kills = []
+  kills = []  # Per trial, the delays after which its processes were killed.
   for trial in range(trials):
     workdir = tmp_path / f"trial{trial}"
     finished, resume = False, False
+    kills.append([])
     while not finished:
+      # A process may outlive the timed run (machine load) or finish first (a resume
+      # skips the epochs it has), so a trial is killed zero or more times.
       delay = float(rng.uniform(0.2, duration))
       finished = _run(workdir, overrides, env, resume=resume, kill_after=delay)
       if not finished:
-        kills.append(delay)
+        kills[-1].append(delay)
       resume = True
     jax.tree.map(np.testing.assert_array_equal, _final_state(workdir, config), want_state)
     assert _metrics(workdir) == want_metrics, trial
@@ -100,14 +104,15 @@ def _kill_and_resume_trials(tmp_path, tiny, trials, seed):
 
 def test_kill_9_then_resume_ends_bit_identical(tmp_path, tiny):
   kills = _kill_and_resume_trials(tmp_path, tiny, trials=2, seed=0)
-  assert kills  # At least one run was killed before it finished.
+  assert any(kills)  # At least one run was killed before it finished.
 
 
 @pytest.mark.slow
 def test_many_kill_9_points_then_resume_end_bit_identical(tmp_path, tiny):
   kills = _kill_and_resume_trials(tmp_path, tiny, trials=12, seed=1)
-  print(f"{len(kills)} kills at {sorted(round(k, 1) for k in kills)} s; all resumed "
-        f"bit-identical")
-  assert len(kills) >= 12
+  delays = sorted(round(k, 1) for trial in kills for k in trial)
+  print(f"{len(delays)} kills in {sum(map(bool, kills))} of 12 trials, at {delays} s; all "
+        f"resumed bit-identical")
+  assert sum(map(bool, kills)) >= 8  # Most trials were interrupted at least once.
 
 
