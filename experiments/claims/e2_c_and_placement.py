@@ -165,6 +165,10 @@ def _reading(results: Sequence[RunResult]) -> str:
     return ""
   dense = dense_name([r.spec.config for r in results])
   by_setting = _by_setting(results)
+
+  def name(setting: tuple[float, str]) -> str:
+    return f"c={setting[0]:g} on {_where(setting[1], dense)}"
+
   lines = []
   if max(len(runs) for runs in by_setting.values()) < 2:
     accuracies = [a for a in (r.get("test_accuracy") for r in done) if a is not None]
@@ -184,32 +188,31 @@ def _reading(results: Sequence[RunResult]) -> str:
         if not math.isfinite(setting[0]):
           continue
         d = _against_unconstrained(results, setting, value)
-        name = f"c={setting[0]:g} on {_where(setting[1], dense)}"
         if d is None or d.n < 2:
           continue
         intervals += 1
         if d.contains_zero:
-          noise.append(name)
+          noise.append(name(setting))
         else:
           excluding += 1
-          effects.append(f"{name} ({'higher' if d.mean > 0 else 'lower'}: {md.interval(d)} "
-                         f"over {d.n} seeds)")
+          direction = "higher" if d.mean > 0 else "lower"
+          effects.append(f"{name(setting)} ({direction}: {md.interval(d)} over {d.n} seeds)")
           if value is _gap:
-            gap_changes.append((name, setting))
+            gap_changes.append(setting)
       if noise:
         lines.append(f"- {label} against c = ∞ (paired by seed, 95% interval): no effect "
                      f"distinguishable from noise for {', '.join(noise)}.")
       if effects:
         lines.append(f"- {label} against c = ∞: the interval excludes 0 for "
                      f"{'; '.join(effects)}.")
-    for name_, setting in gap_changes:  # Which side of the gap moved.
+    for setting in gap_changes:  # Which side of the gap moved.
       parts = []
       for side, side_value in (("train accuracy", _train), ("validation accuracy", _val)):
         d = _against_unconstrained(results, setting, side_value)
         if d is not None and d.n >= 2:
           parts.append(f"{side} {md.interval(d)}")
       if parts:
-        lines.append(f"- Where the gap change of {name_} comes from, against c = ∞: "
+        lines.append(f"- Where the gap change of {name(setting)} comes from, against c = ∞: "
                      f"{', '.join(parts)}.")
     if intervals:
       lines.append(f"- {intervals} intervals at 95% are compared with 0 above, and "
@@ -217,9 +220,6 @@ def _reading(results: Sequence[RunResult]) -> str:
                    f"effect anywhere, about "
                    f"{0.05 * intervals:.1f} would exclude 0 by chance alone, so one interval "
                    f"that only just excludes 0 is weak evidence on its own.")
-
-  def name(setting: tuple[float, str]) -> str:
-    return f"c={setting[0]:g} on {_where(setting[1], dense)}"
 
   bound, idle = [], []
   for setting, runs in by_setting.items():

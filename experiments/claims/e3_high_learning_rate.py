@@ -137,16 +137,18 @@ def _last_norm(r: RunResult, layer: str, stat: str = "max") -> float | None:
   return None
 
 
-def _convs_last(r: RunResult) -> float | None:
-  values = [n for n in (_last_norm(r, layer) for layer in LAYERS if layer.startswith("conv"))
-            if n is not None]
+def _largest_last(r: RunResult, layers: Sequence[str]) -> float | None:
+  """The largest of ``layers``' max neuron norms at the last logged step, or None."""
+  values = [n for n in (_last_norm(r, layer) for layer in layers) if n is not None]
   return max(values) if values else None
+
+
+def _convs_last(r: RunResult) -> float | None:
+  return _largest_last(r, [layer for layer in LAYERS if layer.startswith("conv")])
 
 
 def _others_last(r: RunResult) -> float | None:
-  values = [n for n in (_last_norm(r, layer) for layer in LAYERS if layer != DENSE)
-            if n is not None]
-  return max(values) if values else None
+  return _largest_last(r, [layer for layer in LAYERS if layer != DENSE])
 
 
 def _arm(r: RunResult) -> tuple[float | None, str]:
