@@ -31,8 +31,15 @@ temporaries, against the vendor's capacity), a roofline step time
 figures (bf16 peak; TPU matmuls at JAX's default precision run in bf16 passes),
 and whether the compiled program holds a host callback or a host transfer.
 
-Exit status: 0 done; 2 bad flags (an unknown topology among them); 1 libtpu not
-installed (the message gives the install command).
+``--topology h100`` does the same for one NVIDIA H100 through JAX's CUDA plugin
+(``pip install "jax-cuda12-plugin==<your jax>"``, no GPU or CUDA libraries needed),
+with a target config built in here. XLA:GPU's compile-only executables have no
+``cost_analysis()``; the bytes are then XLA's HloCostAnalysis of the optimized
+program (a private jaxlib function), which cannot see inside cuBLAS and cuDNN
+calls, so no flops are shown and the roofline uses the bytes alone.
+
+Exit status: 0 done; 2 bad flags (an unknown topology among them); 1 libtpu (or
+the CUDA plugin, for h100) not installed (the message gives the install command).
 """
 
 from __future__ import annotations
@@ -40,6 +47,8 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import functools
+import importlib.util
+import math
 import os
 import re
 import sys
@@ -69,6 +78,8 @@ __all__ = ["CHIPS", "Chip", "Cost", "article_step_cost", "eval_step_cost", "host
 os.environ.setdefault("ALLOW_MULTIPLE_LIBTPU_LOAD", "1")
 
 LABEL = "XLA:TPU compiler cost model (compile-only), not measured on a chip"
+GPU_LABEL = ("XLA:GPU's compiled program (compile-only, H100 target), bytes by XLA's "
+             "HloCostAnalysis; not measured on a GPU")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -92,9 +103,30 @@ CHIPS = {
     "v5p": Chip(459e12, 2765e9, 95e9, {4: "2x2x1", 8: "2x2x2"},
                 "https://cloud.google.com/tpu/docs/v5p"),
 }
+# One GPU, through JAX's CUDA plugin: NVIDIA's H100 SXM data sheet (dense bf16, no sparsity).
+GPUS = {"h100": Chip(989e12, 3.35e12, 80e9, {}, "https://www.nvidia.com/en-us/data-center/h100/")}
 KNOWN_TOPOLOGIES = tuple(f"{gen}:{shape}" for gen, chip in CHIPS.items()
-                         for shape in chip.slices.values())
+                         for shape in chip.slices.values()) + tuple(GPUS)
 INSTALL = f'pip install "jax[tpu]=={jax.__version__}"'
+INSTALL_CUDA = f'pip install "jax-cuda12-plugin=={jax.__version__}"'
+
+# What XLA:GPU needs to compile for an H100 SXM with no GPU attached (a text
+# stream_executor.GpuTargetConfigProto): compute capability 9.0, 132 SMs, 80 GB of HBM3 at
+# 3.35 TB/s, 50 MB of L2, 1.98 GHz; CUDA's per-SM and per-block limits for 9.0.
+H100_TARGET_CONFIG = """
+gpu_device_info {
+  threads_per_block_limit: 1024 threads_per_warp: 32 shared_memory_per_block: 49152
+  shared_memory_per_core: 233472 shared_memory_per_block_optin: 232448
+  threads_per_core_limit: 2048 core_count: 132 fpus_per_core: 128
+  block_dim_limit_x: 2147483647 block_dim_limit_y: 65535 block_dim_limit_z: 65535
+  memory_bandwidth: 3352320000000 l2_cache_size: 52428800 clock_rate_ghz: 1.98
+  device_memory_size: 84942979072 registers_per_core_limit: 65536
+  registers_per_block_limit: 65536 cuda_compute_capability { major: 9 }
+}
+platform_name: "CUDA"
+dnn_version_info { major: 9 }
+device_description_str: "NVIDIA H100 80GB HBM3"
+"""
 KERNEL_SHAPE = (86528, 1024)  # The article's Dense(1024) kernel.
 KERNEL_BYTES = 86528 * 1024 * 4
 
@@ -111,12 +143,21 @@ def libtpu_missing() -> bool:
   return False
 
 
+def cuda_plugin_missing() -> bool:
+  try:
+    return not any(importlib.util.find_spec(f"jax_plugins.xla_cuda{v}") for v in (12, 13))
+  except ImportError:  # No jax_plugins package at all.
+    return True
+
+
 def generation_of(name: str) -> str:
-  """The TPU generation of a topology name such as ``v5e:2x2``.
+  """The TPU generation of a topology name such as ``v5e:2x2`` (or ``h100``).
 
   Raises:
     UsageError: no generation with published figures here.
   """
+  if name in GPUS:
+    return name
   generation, colon, shape = name.partition(":")
   if generation not in CHIPS or not colon or not shape:
     raise UsageError(f"unknown topology {name!r}; known: {', '.join(KNOWN_TOPOLOGIES)}")
@@ -133,6 +174,13 @@ def resolve_topology(name: str) -> tuple[str, Chip, list[Any]]:
   generation = generation_of(name)
   known = ", ".join(KNOWN_TOPOLOGIES)
   from jax.experimental import topologies  # noqa: PLC0415 -- probes libtpu
+  if generation in GPUS:
+    # CUDA's plugin checks the CUDA libraries unless the CPU alone is asked for.
+    if not jax.config.jax_platforms:
+      jax.config.update("jax_platforms", "cpu")
+    devices = topologies.get_topology_desc(platform="cuda", topology="1x1x1",
+                                           target_config=H100_TARGET_CONFIG).devices
+    return generation, GPUS[generation], devices
   try:
     devices = topologies.get_topology_desc(name, "tpu").devices
   except Exception as e:  # libtpu's JaxRuntimeError, whose text spans lines
@@ -169,7 +217,9 @@ class Cost:
     return self.arguments + self.outputs - self.aliased + self.temporaries
 
   def roofline_seconds(self, chip: Chip) -> float:
-    return max(self.flops / chip.peak_flops, self.bytes_accessed / chip.hbm_bandwidth)
+    """``max(flops / peak, bytes / bandwidth)``; the bytes alone where flops are unknown."""
+    compute = 0.0 if math.isnan(self.flops) else self.flops / chip.peak_flops
+    return max(compute, self.bytes_accessed / chip.hbm_bandwidth)
 
   @classmethod
   def of(cls, jitted: Any, *args: Any) -> Cost:
@@ -179,8 +229,15 @@ class Cost:
     seconds = time.perf_counter() - start
     cost = compiled.cost_analysis()
     cost = (cost[0] if isinstance(cost, list) else cost) or {}
+    flops = float(cost.get("flops", 0.0))
+    if not cost:  # XLA:GPU's compile-only executables have none: count the optimized program.
+      from jax._src import xla_bridge  # noqa: PLC0415
+      from jax._src.lib import _jax  # noqa: PLC0415
+      cost = _jax.hlo_module_cost_analysis(xla_bridge.get_backend("cpu"),
+                                           compiled.runtime_executable().hlo_modules()[0])
+      flops = math.nan  # cuBLAS and cuDNN calls are opaque to it: their flops are not counted.
     memory = compiled.memory_analysis()
-    return cls(flops=float(cost.get("flops", 0.0)),
+    return cls(flops=flops,
                bytes_accessed=float(cost.get("bytes accessed", 0.0)),
                arguments=memory.argument_size_in_bytes, outputs=memory.output_size_in_bytes,
                aliased=memory.alias_size_in_bytes, temporaries=memory.temp_size_in_bytes,
@@ -314,7 +371,7 @@ def optimizer_cost(name: str, device: Any) -> Cost:
 # ---- printing ----------------------------------------------------------------------------
 
 def _giga(x: float) -> str:
-  return f"{x / 1e9:,.2f}"
+  return "n/a" if math.isnan(x) else f"{x / 1e9:,.2f}"
 
 
 def _mega(x: float) -> str:
@@ -366,12 +423,18 @@ def _fail(message: str, status: int) -> None:
 def main(argv: Sequence[str] | None = None) -> None:
   args = _parser().parse_args(argv)
   try:
-    generation_of(args.topology)
+    generation = generation_of(args.topology)
   except UsageError as e:
     _fail(str(e), 2)
-  if libtpu_missing():
+  gpu = generation in GPUS
+  if gpu and cuda_plugin_missing():
+    _fail(f"JAX's CUDA plugin is not installed; install it with: {INSTALL_CUDA}", 1)
+  if not gpu and libtpu_missing():
     _fail(f"libtpu is not installed; install it with: {INSTALL} "
           '(or pip install -e ".[tpu-compile]")', 1)
+  if gpu and "parallel" in args.rows:
+    args.rows = [r for r in args.rows if r != "parallel"]
+    print("(no 'parallel' rows for a GPU: one device only)", file=sys.stderr)
   try:
     generation, chip, devices = resolve_topology(args.topology)
     slices = {n: (devices if len(devices) == n else
@@ -379,15 +442,19 @@ def main(argv: Sequence[str] | None = None) -> None:
               for n in (args.chips if "parallel" in args.rows else ())}
   except UsageError as e:
     _fail(str(e), 2)
-  print(f"# {LABEL}\n")
-  print(f"TPU {generation} ({devices[0].device_kind}), jax {jax.__version__}, libtpu "
-        f"{_libtpu_version()}. Roofline: max(flops / {chip.peak_flops / 1e12:.0f} TFLOP/s, "
-        f"bytes / {chip.hbm_bandwidth / 1e9:.0f} GB/s); fits: peak <= "
-        f"{chip.hbm_bytes / 1e9:.0f} GB ({chip.source}). Peak = arguments + outputs - "
-        f"donated + temporaries. Batch 128 (eval 500); figures per chip.\n", flush=True)
+  label = GPU_LABEL if gpu else LABEL
+  print(f"# {label}\n")
+  compiler = "jax-cuda12-plugin" if gpu else "libtpu"
+  print(f"{generation} ({devices[0].device_kind}), jax {jax.__version__}, "
+        f"{compiler} {_version(compiler)}."
+        f" Roofline: max(flops / {chip.peak_flops / 1e12:.0f} TFLOP/s, "
+        f"bytes / {chip.hbm_bandwidth / 1e9:.0f} GB/s){' (bytes only: flops n/a)' if gpu else ''}"
+        f"; fits: peak <= {chip.hbm_bytes / 1e9:.0f} GB ({chip.source}). Peak = arguments + "
+        f"outputs - donated + temporaries. Batch 128 (eval 500); figures per chip.\n",
+        flush=True)
   one = devices[:1]
   if "train" in args.rows or "eval" in args.rows:
-    print(f"## The article's steps, one chip ({LABEL})\n\n{_header('step')}", flush=True)
+    print(f"## The article's steps, one chip ({label})\n\n{_header('step')}", flush=True)
     if "train" in args.rows:
       for dtype in args.dtypes:
         for constrained in (False, True):
@@ -400,7 +467,7 @@ def main(argv: Sequence[str] | None = None) -> None:
       print(_row("eval slice, float32", eval_step_cost(one), chip), flush=True)
     print()
   if "parallel" in args.rows:
-    print(f"## Train step with max_norm(3), float32, over several chips, per chip ({LABEL})\n\n"
+    print(f"## Train step with max_norm(3), float32, over several chips, per chip ({label})\n\n"
           f"{_header('chips, layout')}", flush=True)
     for n in args.chips:
       for layout in args.layouts:
@@ -409,7 +476,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         print(_row(f"{n} ({generation}:{chip.slices[n]}), {what}", cost, chip), flush=True)
     print()
   if "optimizer" in args.rows:
-    print(f"## Optimizer update alone, (86528, 1024) float32 kernel, one chip ({LABEL})\n\n"
+    print(f"## Optimizer update alone, (86528, 1024) float32 kernel, one chip ({label})\n\n"
           f"One pass over the kernel = {KERNEL_BYTES / 1e6:.0f} MB.\n\n"
           f"{_header('update', ['kernel passes'])}", flush=True)
     for name in OPTIMIZER_UPDATES:
@@ -420,10 +487,10 @@ def main(argv: Sequence[str] | None = None) -> None:
 
 
 @functools.cache
-def _libtpu_version() -> str:
+def _version(package: str) -> str:
   from importlib import metadata  # noqa: PLC0415
   try:
-    return metadata.version("libtpu")
+    return metadata.version(package)
   except metadata.PackageNotFoundError:
     return "unknown"
 

@@ -79,7 +79,8 @@ def _run(*args: str, hide_libtpu: bool = False) -> subprocess.CompletedProcess:
 
 
 def _error_lines(result: subprocess.CompletedProcess) -> list[str]:
-  # libtpu itself writes log lines to stderr while it loads; ours start with the module name.
+  # libtpu and the CUDA plugin write log lines to stderr as they load; ours start with the
+  # module's name, and there is one.
   return [line for line in result.stderr.splitlines()
           if line.startswith("benchmarks.tpu_compile")]
 
@@ -88,7 +89,7 @@ def test_unknown_topology_is_one_line_listing_the_known_ones():
   result = _run("--topology", "v9z:2x2")
   assert result.returncode == 2
   assert result.stdout == ""
-  [line] = result.stderr.splitlines()  # Checked before libtpu is loaded: nothing else.
+  [line] = _error_lines(result)
   assert "'v9z:2x2'" in line
   assert all(name in line for name in tpu_compile.KNOWN_TOPOLOGIES)
 
@@ -105,5 +106,32 @@ def test_missing_libtpu_gives_the_install_command():
   result = _run("--rows", "optimizer", hide_libtpu=True)
   assert result.returncode == 1
   assert result.stdout == ""
-  [line] = result.stderr.splitlines()
+  [line] = _error_lines(result)
   assert f'pip install "jax[tpu]=={jax.__version__}"' in line
+
+
+def test_article_train_step_compiles_for_an_h100_without_one():
+  if tpu_compile.cuda_plugin_missing():
+    pytest.skip(f"JAX's CUDA plugin is not installed: {tpu_compile.INSTALL_CUDA}")
+  # In a process of its own: the plugin must be set up before JAX picks its backends.
+  result = _run("--topology", "h100", "--rows", "train", "--dtypes", "float32")
+  assert result.returncode == 0, result.stderr
+  rows = [line.split(" | ") for line in result.stdout.splitlines()
+          if line.startswith("| train step, Adam + max_norm(3), float32")]
+  [[_, flops, gigabytes, arguments, _, peak, _, host, _]] = rows
+  assert "NVIDIA H100 80GB HBM3" in result.stdout
+  assert flops == "n/a"  # Not counted in cuBLAS and cuDNN calls, so not shown.
+  # At least a read of the params and Adam's slots and a write of them back.
+  assert float(gigabytes) * 1e3 > 2 * 0.9 * float(arguments.replace(",", ""))
+  assert peak.endswith("(yes)")
+  assert host == "none"
+
+
+def test_missing_cuda_plugin_gives_the_install_command():
+  if not tpu_compile.cuda_plugin_missing():
+    pytest.skip("JAX's CUDA plugin is installed here")
+  result = _run("--topology", "h100")
+  assert result.returncode == 1
+  assert result.stdout == ""
+  [line] = _error_lines(result)
+  assert tpu_compile.INSTALL_CUDA in line
