@@ -250,6 +250,9 @@ def _mesh(devices: Sequence[Any]) -> Mesh:
 
 
 def _abstract(tree: Any, shardings: Any) -> Any:
+  """``tree``'s shapes and dtypes with ``shardings`` (one sharding, or a tree of them)."""
+  if isinstance(shardings, jax.sharding.Sharding):
+    shardings = jax.tree.map(lambda _: shardings, tree)
   return jax.tree.map(lambda x, s: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=s),
                       tree, shardings)
 
@@ -286,13 +289,10 @@ def _pipeline(devices: Sequence[Any], *, dtype: str = "float32", constrained: bo
 
   index = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
   num_train, num_test = 50_000 - config.val_size, 10_000
-  train_args = (_abstract(state, state_sharding),
-                _abstract(metrics.zeros(constrained), jax.tree.map(lambda _: rep,
-                                                                   metrics.zeros(constrained))),
+  train_args = (_abstract(state, state_sharding), _abstract(metrics.zeros(constrained), rep),
                 split(num_train), order(num_train, config.batch_size), index)
-  totals = metrics.zeros(with_telemetry=False)
   eval_args = (_abstract(state.params, state_sharding.params),
-               _abstract(totals, jax.tree.map(lambda _: rep, totals)),
+               _abstract(metrics.zeros(with_telemetry=False), rep),
                split(num_test), order(num_test, eval_batch), index)
   return (train_fn, train_args), (eval_fn, eval_args)
 
@@ -320,9 +320,8 @@ def article_step_cost(device: Any, *, dtype: str = "float32", constrained: bool 
     params = nnx.to_pure_dict(state)
     return params, tx.init(params)
   params, opt_state = jax.eval_shape(init)
-  replicate = lambda tree: _abstract(tree, jax.tree.map(lambda _: rep, tree))
-  return Cost.of(jitted_train_step(made["graphdef"], tx), replicate(params),
-                 replicate(opt_state),
+  return Cost.of(jitted_train_step(made["graphdef"], tx), _abstract(params, rep),
+                 _abstract(opt_state, rep),
                  jax.ShapeDtypeStruct((128, 32, 32, 3), jnp.float32, sharding=rep),
                  jax.ShapeDtypeStruct((128,), jnp.int32, sharding=rep))
 
@@ -365,7 +364,7 @@ def optimizer_cost(name: str, device: Any) -> Cost:
   kernel = jax.ShapeDtypeStruct(KERNEL_SHAPE, jnp.float32)
   state = jax.eval_shape(step.init, kernel)
   return Cost.of(jax.jit(step, donate_argnums=(0, 1)), _abstract(kernel, rep),
-                 _abstract(state, jax.tree.map(lambda _: rep, state)), _abstract(kernel, rep))
+                 _abstract(state, rep), _abstract(kernel, rep))
 
 
 # ---- printing ----------------------------------------------------------------------------
