@@ -41,14 +41,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
 from benchmarks.workers import Worker
+from experiments.machine import cpu_model
+from experiments.markdown import spread
 
 MALLOC: dict[str, dict[str, str]] = {
     "default": {},
@@ -124,13 +125,6 @@ def start_worker(setting: str, batch: int, warmup: int) -> Worker:
                  "--batch-size", str(batch), "--warmup", str(warmup)], env=malloc_env(setting))
 
 
-def spread(values: Sequence[float], fmt: str, unit: str = "") -> str:
-  """``median (min..max)`` of ``values``, each formatted with ``fmt`` and followed by ``unit``."""
-  med, lo, hi = (format(v, fmt) + unit for v in (statistics.median(values), min(values),
-                                                 max(values)))
-  return f"{med} ({lo}..{hi})"
-
-
 def report(runs: dict[str, dict[str, list[dict[str, float]]]], batch: int) -> list[str]:
   """The two tables, from ``runs[setting][step]``: one record per round."""
   first = next(iter(runs))
@@ -160,17 +154,6 @@ def report(runs: dict[str, dict[str, list[dict[str, float]]]], batch: int) -> li
     lines.append(f"| {setting} | {spread(overhead['seconds'], '+.1f', '%')} | "
                  f"{spread(overhead['cpu'], '+.1f', '%')} |")
   return lines
-
-
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
 
 
 def main(argv=None) -> None:

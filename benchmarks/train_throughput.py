@@ -36,6 +36,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.workers import Worker
+from experiments.markdown import spread
 
 
 def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
@@ -174,7 +175,7 @@ def main(argv=None) -> None:
     ratios = [a / b for a, b in zip(times[first], times[name])]
     med = statistics.median(times[name])
     print(f"| {name} | {med:.2f} | {args.batch_size / med:.1f} | "
-          f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) |")
+          f"{spread(ratios, '.2f', 'x')} |")
 
 
 if __name__ == "__main__":
