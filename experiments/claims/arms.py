@@ -14,9 +14,21 @@ from collections.abc import Callable, Sequence
 from experiments.claims.results import RunResult
 from experiments.claims.stats import PairedDifference, paired_difference
 
-__all__ = ["PLACEMENTS", "arm_label", "bound_text", "compare", "paired", "where"]
+__all__ = ["DENSE_ONLY", "EVERY_KERNEL", "NONE", "PLACEMENTS", "Arm", "C", "arm_label", "arm_of",
+           "bound_text", "compare", "paired", "where"]
 
 PLACEMENTS = ("dense1", "all")  # Config.constrain values: the dense layer only, every kernel.
+C = 3.0  # The article's bound.
+
+Arm = tuple[float | None, str]  # (max_norm, constrain); max_norm None: no constraint.
+NONE: Arm = (None, "dense1")
+DENSE_ONLY: Arm = (C, "dense1")  # The article's placement.
+EVERY_KERNEL: Arm = (C, "all")  # The Dropout paper's.
+
+
+def arm_of(r: RunResult) -> Arm:
+  """The run's arm (:data:`NONE` for every run without a constraint)."""
+  return (r.spec.config.max_norm, r.spec.config.constrain) if r.constrained else NONE
 
 
 def where(constrain: str, dense: str) -> str:

@@ -17,7 +17,7 @@ from collections.abc import Sequence
 
 from experiments.claims import columns as col
 from experiments.claims import plotting
-from experiments.claims.arms import arm_label, compare, paired
+from experiments.claims.arms import C, arm_label, compare, paired
 from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Designs, Experiment, Plot
 from experiments.claims.results import DENSE, LAYERS, RunResult, dense_name, row_norm
@@ -26,9 +26,6 @@ from experiments.claims.stats import PairedDifference, interval
 from experiments.markdown import Column, columns_table, mean_std
 
 __all__ = ["DESIGNS", "EXPERIMENT", "PAIRED", "differences", "pairs"]
-
-C = 3.0  # The article's bound.
-
 
 @dataclasses.dataclass(frozen=True)
 class Design:

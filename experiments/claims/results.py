@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -19,13 +20,14 @@ from experiments.cifar10.models import DENSE1_KERNEL
 from experiments.claims.host import read_host
 from experiments.claims.runs import RunSpec
 
-__all__ = ["CONVS", "DENSE", "LAYERS", "RunResult", "dense_name", "largest_norm", "load_result",
-           "row_norm"]
+__all__ = ["CHANCE_LOSS", "CONVS", "DENSE", "LAYERS", "RunResult", "dense_name", "largest_norm",
+           "load_result", "row_norm"]
 
 # The kernels of the article's network, as the pipeline names them in its norm stats.
 LAYERS = ("conv1/kernel", "conv2/kernel", "conv3/kernel", "dense1/kernel", "dense2/kernel")
 DENSE = DENSE1_KERNEL  # The hidden dense layer, where the article puts max_norm(3).
 CONVS = tuple(layer for layer in LAYERS if layer.startswith("conv"))
+CHANCE_LOSS = math.log(10)  # The loss of a uniform guess over CIFAR-10's 10 classes.
 
 
 def dense_name(configs: Config | Sequence[Config]) -> str:
@@ -94,6 +96,11 @@ class RunResult:
   def bound(self) -> bool:
     """Did the constraint bind, in any epoch? (If not, it changed no weight.)"""
     return bool(self.bound_epochs)
+
+  @property
+  def losses(self) -> list[float | None]:
+    """The batch loss of each logged step (None where it was not finite)."""
+    return [row.get("loss") for row in self.steps]
 
   @property
   def last_logged_norms(self) -> dict[str, Any]:
