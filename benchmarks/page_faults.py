@@ -47,7 +47,7 @@ import sys
 import time
 from collections.abc import Callable
 
-from benchmarks.workers import Worker
+from benchmarks.workers import Worker, rounds_parser
 from experiments.machine import cpu_model
 from experiments.markdown import spread
 
@@ -157,11 +157,7 @@ def report(runs: dict[str, dict[str, list[dict[str, float]]]], batch: int) -> li
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--rounds", type=int, default=6)
-  parser.add_argument("--steps", type=int, default=1, help="steps per step kind per round")
+  parser = rounds_parser(__doc__, rounds=6, steps=1, steps_help="steps per step kind per round")
   parser.add_argument("--warmup", type=int, default=3,
                       help="untimed steps of each kind per worker, compilation included")
   parser.add_argument("--malloc", nargs="+", choices=sorted(MALLOC),

@@ -35,7 +35,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.workers import Worker
+from benchmarks.workers import Worker, rounds_parser
 from experiments.markdown import spread
 
 
@@ -129,11 +129,7 @@ def start_worker(variant: str, batch: int, python: str, huge_pages: bool) -> Wor
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
+  parser = rounds_parser(__doc__, rounds=5, steps=2, steps_help="steps per variant per round")
   parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                       default=["jax-xla-f32", "jax-im2col-f32", "jax-im2col-bf16", "torch"])
   parser.add_argument("--tf-python", default=sys.executable,

@@ -79,7 +79,7 @@ def differences(results: Sequence[RunResult]) -> dict[str, PairedDifference | No
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   summary = columns_table([
       col.key("variant"), Column("budget", lambda g: budget.name),
       Column("seeds", lambda g: str(len(g[1]))), col.mean(col.VAL_ACC), col.mean(col.TEST_ACC),
@@ -120,7 +120,7 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
 
 def _activity(constrained: Sequence[RunResult], free: Sequence[RunResult]) -> list[str]:
   """Whether and when the constraint acted, and how far the free arm's norms grew."""
-  dense = dense_name([r.spec.config for r in [*constrained, *free]])
+  dense = dense_name([*constrained, *free])
   lines = []
   bound_epochs = [r.bound_epochs for r in constrained]
   total = sum(len(r.metrics) for r in constrained)
@@ -236,7 +236,7 @@ def _constraint_acted(results: Sequence[RunResult], path: pathlib.Path, label: s
   """Per epoch, for every constrained run: the fraction of the dense layer's neurons at the
   bound, and its largest and mean neuron norm against c (grey: the runs without it)."""
   runs = [r for r in results if r.metrics]
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   fig, axes = plotting.subplots(2, (11, 3.8))
   free_label: str | None = "no constraint: max"  # One legend entry for all runs without it.
   for r in runs:

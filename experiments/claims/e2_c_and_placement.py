@@ -13,7 +13,7 @@ import dataclasses
 import math
 import pathlib
 import statistics
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from experiments.claims import columns as col
 from experiments.claims import plotting
@@ -25,7 +25,7 @@ from experiments.claims.runs import RunSpec, make_run
 from experiments.claims.stats import PairedDifference, interval
 from experiments.markdown import Column, columns_table
 
-__all__ = ["DESIGNS", "EXPERIMENT", "against_unconstrained"]
+__all__ = ["DESIGNS", "EXPERIMENT", "against_unconstrained", "test_noise"]
 
 C_VALUES = (1.0, 1.5, 2.0, 3.0, 4.0, math.inf)  # inf: no constraint.
 
@@ -92,7 +92,7 @@ _SIDES = (col.Quantity("train accuracy", col.TRAIN_ACC.value),
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   by_setting = _by_setting(results)
 
   def diff(q: col.Quantity, header: str) -> Column[col.Group]:
@@ -124,75 +124,79 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
       f"Per run:\n\n{per_run}"]
 
 
+def test_noise(done: Sequence[RunResult]) -> tuple[int, float, float] | None:
+  """(test images n, mean test accuracy p, binomial standard error sqrt(p (1 - p) / n)):
+  the noise of one seed's test accuracy (None without a test accuracy)."""
+  accuracies = [a for a in (r.get("test_accuracy") for r in done) if a is not None]
+  if not accuracies:
+    return None
+  n = min(done[0].spec.config.eval_subset or CIFAR10_TEST, CIFAR10_TEST)
+  p = statistics.mean(accuracies)
+  return n, p, math.sqrt(p * (1 - p) / n)
+
+
+def _against_infinity(results: Sequence[RunResult], settings: Sequence[tuple[float, str]],
+                      name: Callable[[tuple[float, str]], str]) -> list[str]:
+  """Each compared quantity of each setting against c = ∞, and how many intervals exclude 0."""
+  lines, intervals, excluding, gap_changes = [], 0, 0, []
+  for label, value in _COMPARED:
+    noise, effects = [], []
+    for setting in settings:
+      d = against_unconstrained(results, setting, value)
+      if d is None or d.n < 2:
+        continue
+      intervals += 1
+      if d.contains_zero:
+        noise.append(name(setting))
+        continue
+      excluding += 1
+      effects.append(f"{name(setting)} ({'higher' if d.mean > 0 else 'lower'}: {interval(d)} "
+                     f"over {d.n} seeds)")
+      if label == _COMPARED[1].header:
+        gap_changes.append(setting)
+    if noise:
+      lines.append(f"- {label} against c = ∞ (paired by seed, 95% interval): no effect "
+                   f"distinguishable from noise for {', '.join(noise)}.")
+    if effects:
+      lines.append(f"- {label} against c = ∞: the interval excludes 0 for {'; '.join(effects)}.")
+  for setting in gap_changes:  # Which side of the gap moved.
+    sides = [(side, against_unconstrained(results, setting, value)) for side, value in _SIDES]
+    parts = [f"{side} {interval(d)}" for side, d in sides if d is not None and d.n >= 2]
+    if parts:
+      lines.append(f"- Where the gap change of {name(setting)} comes from, against c = ∞: "
+                   f"{', '.join(parts)}.")
+  if intervals:
+    lines.append(f"- {intervals} intervals at 95% are compared with 0 above, and {excluding} "
+                 f"{'excludes' if excluding == 1 else 'exclude'} it. With no effect anywhere, "
+                 f"about {0.05 * intervals:.1f} would exclude 0 by chance alone, so one interval "
+                 f"that only just excludes 0 is weak evidence on its own.")
+  return lines
+
+
 def _reading(results: Sequence[RunResult]) -> str:
   done = [r for r in results if r.complete]
   if not done:
     return ""
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   by_setting = _by_setting(results)
+  constrained = [s for s, runs in by_setting.items() if runs and math.isfinite(s[0])]
 
   def name(setting: tuple[float, str]) -> str:
     return f"c={setting[0]:g} on {where(setting[1], dense)}"
 
-  lines = []
-  if max(len(runs) for runs in by_setting.values()) < 2:
-    accuracies = [a for a in (r.get("test_accuracy") for r in done) if a is not None]
-    n = min(done[0].spec.config.eval_subset or CIFAR10_TEST, CIFAR10_TEST)
-    if accuracies:
-      p = statistics.mean(accuracies)
-      se = math.sqrt(p * (1 - p) / n)
-      lines.append(f"- One seed per setting: on {n:,} test images an accuracy near {p:.2f} has "
-                   f"a binomial standard error of about {se:.3f}, so differences below about "
-                   f"{2 * se:.3f} are within noise.")
+  if max(len(runs) for runs in by_setting.values()) >= 2:
+    lines = _against_infinity(results, constrained, name)
+  elif noise := test_noise(done):
+    n, p, se = noise
+    lines = [f"- One seed per setting: on {n:,} test images an accuracy near {p:.2f} has a "
+             f"binomial standard error of about {se:.3f}, so differences below about "
+             f"{2 * se:.3f} are within noise."]
   else:
-    intervals = excluding = 0
-    gap_changes = []
-    for label, value in _COMPARED:
-      noise, effects = [], []
-      for setting in by_setting:
-        if not math.isfinite(setting[0]):
-          continue
-        d = against_unconstrained(results, setting, value)
-        if d is None or d.n < 2:
-          continue
-        intervals += 1
-        if d.contains_zero:
-          noise.append(name(setting))
-        else:
-          excluding += 1
-          direction = "higher" if d.mean > 0 else "lower"
-          effects.append(f"{name(setting)} ({direction}: {interval(d)} over {d.n} seeds)")
-          if label == _COMPARED[1].header:
-            gap_changes.append(setting)
-      if noise:
-        lines.append(f"- {label} against c = ∞ (paired by seed, 95% interval): no effect "
-                     f"distinguishable from noise for {', '.join(noise)}.")
-      if effects:
-        lines.append(f"- {label} against c = ∞: the interval excludes 0 for "
-                     f"{'; '.join(effects)}.")
-    for setting in gap_changes:  # Which side of the gap moved.
-      parts = []
-      for side, side_value in _SIDES:
-        d = against_unconstrained(results, setting, side_value)
-        if d is not None and d.n >= 2:
-          parts.append(f"{side} {interval(d)}")
-      if parts:
-        lines.append(f"- Where the gap change of {name(setting)} comes from, against c = ∞: "
-                     f"{', '.join(parts)}.")
-    if intervals:
-      lines.append(f"- {intervals} intervals at 95% are compared with 0 above, and "
-                   f"{excluding} {'excludes' if excluding == 1 else 'exclude'} it. With no "
-                   f"effect anywhere, about "
-                   f"{0.05 * intervals:.1f} would exclude 0 by chance alone, so one interval "
-                   f"that only just excludes 0 is weak evidence on its own.")
-
-  bound, idle = [], []
-  for setting, runs in by_setting.items():
-    if not runs or not math.isfinite(setting[0]):
-      continue
-    hits = sum(r.bound for r in runs)
-    seeds = f" ({hits} of {len(runs)} seeds)" if len(runs) > 1 and hits else ""
-    (bound if hits else idle).append(name(setting) + seeds)
+    lines = []
+  hits = {s: sum(r.bound for r in by_setting[s]) for s in constrained}
+  bound = [name(s) + (f" ({hits[s]} of {len(by_setting[s])} seeds)"
+                      if len(by_setting[s]) > 1 else "") for s in constrained if hits[s]]
+  idle = [name(s) for s in constrained if not hits[s]]
   if bound:
     lines.append(f"- The constraint bound (fraction at bound > 0 in some epoch) in: "
                  f"{', '.join(bound)}.")
@@ -207,7 +211,7 @@ def _accuracy_vs_c(results: Sequence[RunResult], path: pathlib.Path, label: str
   """Validation and test accuracy and the train − val gap against c, for the dense layer
   only and every kernel: dots per seed, lines through the means (bars: ± std)."""
   done = [r for r in results if r.complete]
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   cs = sorted({r.spec.labels["c"] for r in results})
   xs = {c: i for i, c in enumerate(cs)}
   fig, axes = plotting.subplots(3, (13, 3.6))
@@ -241,7 +245,7 @@ def _fraction_at_bound(results: Sequence[RunResult], path: pathlib.Path, label: 
                        ) -> pathlib.Path:
   """Per epoch, the fraction of the constrained neurons at the bound (mean over the
   epoch's steps, then over seeds), one line per c: where and how long each c acted."""
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   fig, axes = plotting.subplots(len(PLACEMENTS), (11, 3.6), sharey=True)
   for ax, placement in zip(axes, PLACEMENTS):
     for k, ((c, placed), runs) in enumerate(_by_setting(results).items()):

@@ -199,7 +199,7 @@ def _grid(results: Sequence[RunResult]) -> tuple[list[tuple[str, float]],
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   settings, arms, cells = _grid(results)
   header = ["optimizer", "lr"] + [f"{arm_label(*a, dense)}: failed" for a in arms]
   compared = [a for a in (DENSE_ONLY, EVERY_KERNEL) if NONE in arms and a in arms]
@@ -229,7 +229,7 @@ def _reading(results: Sequence[RunResult]) -> str:
   done = [r for r in results if r.complete]
   if not done:
     return ""
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   settings, arms, cells = _grid(results)
   counts = []
   for a in arms:

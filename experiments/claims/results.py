@@ -30,9 +30,11 @@ CONVS = tuple(layer for layer in LAYERS if layer.startswith("conv"))
 CHANCE_LOSS = math.log(10)  # The loss of a uniform guess over CIFAR-10's 10 classes.
 
 
-def dense_name(configs: Config | Sequence[Config]) -> str:
-  """``Dense(1024)`` (the hidden dense layer, named by its width), or ``Dense(256/1024)``."""
-  configs = [configs] if isinstance(configs, Config) else configs
+def dense_name(of: Config | Sequence[Config | RunResult]) -> str:
+  """``Dense(1024)`` (the hidden dense layer, named by its width), or ``Dense(256/1024)``:
+  the dense layer of a config, or of configs or runs."""
+  items = [of] if isinstance(of, Config) else of
+  configs = [c.spec.config if isinstance(c, RunResult) else c for c in items]
   widths = sorted({c.dense_features for c in configs})
   return f"Dense({'/'.join(map(str, widths))})" if widths else "the dense layer"
 
