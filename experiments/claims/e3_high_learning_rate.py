@@ -13,7 +13,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from experiments.claims import e3_figures
 from experiments.claims.arms import DENSE_ONLY, EVERY_KERNEL, NONE, C, arm_label, arm_of
@@ -33,7 +33,8 @@ from experiments.claims.runs import RunSpec, make_run
 from experiments.claims.stats import fisher_exact
 from experiments.markdown import Column, columns_table, number, table
 
-__all__ = ["DESIGNS", "EXPERIMENT", "blew_up", "failed", "stuck_at_chance"]
+__all__ = ["DESIGNS", "EXPERIMENT", "Failures", "blew_up", "failed", "failure_p", "failures",
+           "grid", "stuck_at_chance"]
 
 MOMENTUM = 0.9  # SGD's (heavy ball); lr / (1 - m) is SGD's effective step.
 # (optimizer, learning rate): Adam at 10x, 30x and 100x the article's 1e-4;
@@ -182,12 +183,34 @@ def _range(values: Sequence[float]) -> str:
   return f"{low:.3g}" if f"{low:.3g}" == f"{high:.3g}" else f"{low:.3g} to {high:.3g}"
 
 
-def _failures(runs: Sequence[RunResult]) -> str:
-  nan, chance = sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs))
-  return f"{nan + chance} of {len(runs)} ({nan} NaN, {chance} at chance)"
+class Failures(NamedTuple):
+  """How many of ``runs`` runs failed: ``nan`` diverged, ``chance`` stuck at chance."""
+  runs: int
+  nan: int
+  chance: int
+
+  @property
+  def failed(self) -> int:
+    return self.nan + self.chance
+
+  def __str__(self) -> str:
+    return f"{self.failed} of {self.runs} ({self.nan} NaN, {self.chance} at chance)"
 
 
-def _grid(results: Sequence[RunResult]) -> tuple[list[tuple[str, float]],
+def failures(runs: Sequence[RunResult]) -> Failures:
+  return Failures(len(runs), sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs)))
+
+
+def failure_p(free: Sequence[RunResult], held: Sequence[RunResult]) -> float | None:
+  """Fisher's exact test (two-sided) of the failures without and with a constraint (None
+  if either arm has no complete run)."""
+  if not free or not held:
+    return None
+  a, b = failures(free), failures(held)
+  return fisher_exact(a.failed, a.runs, b.failed, b.runs)
+
+
+def grid(results: Sequence[RunResult]) -> tuple[list[tuple[str, float]],
                                                  list[tuple[float | None, str]],
                                                  dict[tuple[Any, Any], list[RunResult]]]:
   """Settings and arms in plan order, and the complete runs of each (setting, arm)."""
@@ -200,19 +223,14 @@ def _grid(results: Sequence[RunResult]) -> tuple[list[tuple[str, float]],
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
   dense = dense_name(results)
-  settings, arms, cells = _grid(results)
+  settings, arms, cells = grid(results)
   header = ["optimizer", "lr"] + [f"{arm_label(*a, dense)}: failed" for a in arms]
   compared = [a for a in (DENSE_ONLY, EVERY_KERNEL) if NONE in arms and a in arms]
   header += [f"p, none vs {arm_label(*a, dense)} (Fisher, two-sided)" for a in compared]
   rows = []
   for s in settings:
-    row = [s[0], f"{s[1]:g}"] + [_failures(cells[s, a]) for a in arms]
-    for arm in compared:
-      free, held = cells[s, NONE], cells[s, arm]
-      row.append(number(fisher_exact(sum(map(failed, free)), len(free),
-                                        sum(map(failed, held)), len(held)), ".2f")
-                 if free and held else "–")
-    rows.append(row)
+    row = [s[0], f"{s[1]:g}"] + [str(failures(cells[s, a])) for a in arms]
+    rows.append(row + [number(failure_p(cells[s, NONE], cells[s, a]), ".2f") for a in compared])
   counts = table(header, rows)
   done = [r for r in results if r.complete]
   per_run = columns_table(_per_run(dense), done)
@@ -230,7 +248,7 @@ def _reading(results: Sequence[RunResult]) -> str:
   if not done:
     return ""
   dense = dense_name(results)
-  settings, arms, cells = _grid(results)
+  settings, arms, cells = grid(results)
   counts = []
   for a in arms:
     runs = [r for s in settings for r in cells[s, a]]
@@ -248,15 +266,14 @@ def _reading(results: Sequence[RunResult]) -> str:
       free, held = cells[s, NONE], cells[s, arm]
       if not free or not held:
         continue
-      f_free, f_held = sum(map(failed, free)), sum(map(failed, held))
-      name = f"{s[0]} {s[1]:g}"
-      if f_free * len(held) == f_held * len(free):  # The same share.
-        same.append(f"{name} ({f_free} of {len(free)})")
+      f_free, f_held, name = failures(free), failures(held), f"{s[0]} {s[1]:g}"
+      if f_free.failed * f_held.runs == f_held.failed * f_free.runs:  # The same share.
+        same.append(f"{name} ({f_free.failed} of {f_free.runs})")
         continue
-      p = fisher_exact(f_free, len(free), f_held, len(held))
+      p = failure_p(free, held)
       lines.append(
-          f"- {name}: failed without the constraint {_failures(free)}, with {label} "
-          f"{_failures(held)}; Fisher's exact test, two-sided p = {p:.2f}"
+          f"- {name}: failed without the constraint {f_free}, with {label} "
+          f"{f_held}; Fisher's exact test, two-sided p = {p:.2f}"
           + ("" if p < 0.05 else ": not distinguishable from noise at this number of seeds")
           + ".")
     if same:
