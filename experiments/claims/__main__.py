@@ -1,17 +1,10 @@
 """``python -m experiments.claims``: a sweep and its report (:mod:`.cli`), on tcmalloc.
 
-Python imports ``experiments`` and ``experiments.claims`` before this module; both
-are docstrings only, so nothing has imported JAX yet and
-:func:`~experiments.allocator.reexec_with_tcmalloc` can still re-execute the
-process with tcmalloc preloaded. The command itself is imported after that.
+The package's ``__init__`` imports nothing, so JAX is not loaded yet when
+:func:`~experiments.allocator.run_command` chooses the malloc.
 """
-
-import sys
 
 from experiments import allocator
 
 if __name__ == "__main__":
-  allocator.reexec_with_tcmalloc()
-  from experiments.claims.cli import main
-
-  sys.exit(main())
+  allocator.run_command("experiments.claims.cli")
