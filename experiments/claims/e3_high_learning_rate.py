@@ -103,9 +103,8 @@ def _runs(budget: Budget) -> list[RunSpec]:
 
 def blew_up(r: RunResult) -> bool:
   """Some logged batch loss exceeded 10x the loss of the first logged step."""
-  losses = r.losses
-  first = losses[0] if losses else None
-  return first is not None and any(x is not None and x > 10 * first for x in losses)
+  first = r.losses[0] if r.losses else None
+  return first is not None and any(x is not None and x > 10 * first for x in r.losses)
 
 
 def stuck_at_chance(r: RunResult) -> bool:
@@ -136,14 +135,10 @@ def _setting(r: RunResult) -> tuple[str, float]:
   return r.spec.labels["optimizer"], r.spec.labels["lr"]
 
 
-def _tail(r: RunResult) -> list[dict[str, Any]]:
-  """The last :data:`CHANCE_WINDOW` logged steps that have a loss."""
-  return [s for s in r.steps[-CHANCE_WINDOW:] if s.get("loss") is not None]
-
-
 def _tail_mean(r: RunResult, key: str) -> float | None:
-  values = [s[key] for s in _tail(r) if s.get(key) is not None]
-  return statistics.mean(values) if _tail(r) else None
+  """The mean of ``key`` over the last :data:`CHANCE_WINDOW` logged steps that have a loss."""
+  tail = [s for s in r.steps[-CHANCE_WINDOW:] if s.get("loss") is not None]
+  return statistics.mean(s[key] for s in tail if s.get(key) is not None) if tail else None
 
 
 def _max_loss(r: RunResult) -> float | None:
