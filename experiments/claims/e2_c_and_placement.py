@@ -25,7 +25,7 @@ from experiments.claims.runs import RunSpec, make_run
 from experiments.claims.stats import PairedDifference, interval
 from experiments.markdown import Column, columns_table
 
-__all__ = ["DESIGNS", "EXPERIMENT", "against_unconstrained", "test_noise"]
+__all__ = ["DESIGNS", "EXPERIMENT", "against_unconstrained", "binomial_noise"]
 
 C_VALUES = (1.0, 1.5, 2.0, 3.0, 4.0, math.inf)  # inf: no constraint.
 
@@ -124,7 +124,7 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
       f"Per run:\n\n{per_run}"]
 
 
-def test_noise(done: Sequence[RunResult]) -> tuple[int, float, float] | None:
+def binomial_noise(done: Sequence[RunResult]) -> tuple[int, float, float] | None:
   """(test images n, mean test accuracy p, binomial standard error sqrt(p (1 - p) / n)):
   the noise of one seed's test accuracy (None without a test accuracy)."""
   accuracies = [a for a in (r.get("test_accuracy") for r in done) if a is not None]
@@ -186,7 +186,7 @@ def _reading(results: Sequence[RunResult]) -> str:
 
   if max(len(runs) for runs in by_setting.values()) >= 2:
     lines = _against_infinity(results, constrained, name)
-  elif noise := test_noise(done):
+  elif noise := binomial_noise(done):
     n, p, se = noise
     lines = [f"- One seed per setting: on {n:,} test images an accuracy near {p:.2f} has a "
              f"binomial standard error of about {se:.3f}, so differences below about "

@@ -1,9 +1,10 @@
 """What an experiment is: its runs under a budget, its tables, reading and figures.
 
 Each experiment is one module (``e1_max_norm_vs_none.py``, ...) that defines
-``EXPERIMENT``, an :class:`Experiment`; :mod:`.registry` lists the modules.
-The shared machinery (:mod:`.sweep`, :mod:`.report`) only calls the fields
-below, so an experiment's design, tables and claim text live in its module.
+``EXPERIMENT``, an :class:`Experiment`, and its design per budget as
+:class:`Designs`; :mod:`.registry` lists the modules. The shared machinery
+(:mod:`.sweep`, :mod:`.report`) only calls the fields below, so an
+experiment's design, tables and claim text live in its module.
 """
 
 from __future__ import annotations

@@ -116,7 +116,7 @@ def test_one_seed_reads_against_the_binomial_noise_of_the_test_set(tmp_path, fab
   for r in results_of(E2, cpu, tmp_path / "runs"):
     fabricate(r.workdir, r.spec, val=0.4, test=0.4, bound=1.0 if r.spec.labels["c"] == 1 else 0)
   results = results_of(E2, cpu, tmp_path / "runs")
-  n, p, se = e2.test_noise(results)
+  n, p, se = e2.binomial_noise(results)
   assert (n, p) == (1000, pytest.approx(0.4)) and se == pytest.approx(0.0155, abs=5e-5)
   reading = E2.reading(results)
   assert "on 1,000 test images an accuracy near 0.40" in reading
