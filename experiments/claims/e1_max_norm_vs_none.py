@@ -88,10 +88,10 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
       col.mean(col.FRACTION), col.mean(col.WALL, ".0f", "wall s / run"),
       col.mean(col.Quantity("train img/s", lambda r: r.last_epoch.get("img_per_s")), ".1f"),
   ], _arms(results).items())
-  n, diffs = len(pairs(results)), differences(results)
-  free, held = [a for a, _ in pairs(results)], [b for _, b in pairs(results)]
+  both, diffs = pairs(results), differences(results)
+  free, held = [a for a, _ in both], [b for _, b in both]
   paired_table = columns_table([
-      Column("quantity", lambda q: q.header), Column("pairs", lambda q: str(n)),
+      Column("quantity", lambda q: q.header), Column("pairs", lambda q: str(len(both))),
       Column("without", lambda q: mean_std(map(q.value, free))),
       Column("with", lambda q: mean_std(map(q.value, held))),
       Column("with − without, 95% interval", lambda q: interval(diffs[q.header])),
