@@ -28,15 +28,11 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-
-from experiments.cifar10 import records  # noqa: E402
-from experiments.cifar10.models import DENSE1_KERNEL  # noqa: E402
-from experiments.machine import cpu_model  # noqa: E402
-from experiments.markdown import Column, columns_table, number  # noqa: E402
+from experiments import plotting
+from experiments.cifar10 import records
+from experiments.cifar10.models import DENSE1_KERNEL
+from experiments.machine import cpu_model
+from experiments.markdown import Column, columns_table, number
 
 __all__ = ["binding", "clean_console", "main", "render"]
 
@@ -85,24 +81,18 @@ def binding(metrics: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]],
 
 def _plot(path: pathlib.Path, title: str, panels: list[tuple[str, list[tuple]]],
           hline: float | None = None) -> pathlib.Path:
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), layout="constrained")
+  fig, axes = plotting.subplots(len(panels), (5 * len(panels), 3.6))
   axes = [axes] if len(panels) == 1 else list(axes)
   for ax, (ylabel, curves) in zip(axes, panels):
     for xs, ys, style in curves:
-      pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
-      if pairs:
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], **style)
+      plotting.curve(ax, xs, ys, style)
     if hline is not None and "norm" in ylabel:
       ax.axhline(hline, color="gray", linestyle=":", label=f"c = {hline:g}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  fig.suptitle(title, fontsize=9)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path
+    plotting.legend(ax, fontsize=8)
+  return plotting.save(fig, path, title)
 
 
 def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[str, Any]],

@@ -15,8 +15,8 @@ import pathlib
 import statistics
 from collections.abc import Sequence
 
+from experiments import plotting
 from experiments.claims import columns as col
-from experiments.claims import plotting
 from experiments.claims.arms import C, arm_label, compare, paired
 from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Designs, Experiment, Plot

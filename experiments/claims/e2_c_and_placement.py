@@ -15,8 +15,8 @@ import pathlib
 import statistics
 from collections.abc import Callable, Sequence
 
+from experiments import plotting
 from experiments.claims import columns as col
-from experiments.claims import plotting
 from experiments.claims.arms import PLACEMENTS, bound_text, compare, where
 from experiments.claims.budgets import CIFAR10_TEST, Budget
 from experiments.claims.experiment import Designs, Experiment, Plot

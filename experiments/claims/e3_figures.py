@@ -11,7 +11,7 @@ import pathlib
 from collections.abc import Sequence
 from typing import Any
 
-from experiments.claims import plotting
+from experiments import plotting
 from experiments.claims.arms import DENSE_ONLY, EVERY_KERNEL, NONE, C, arm_of
 from experiments.claims.results import CHANCE_LOSS, LAYERS, RunResult, row_norm
 
