@@ -22,9 +22,8 @@ experiment provides), :mod:`.sweep` (trains the runs, skipping complete ones
 and resuming partial ones), :mod:`.host` and :mod:`.results` (reading runs
 back), :mod:`.arms` (arm names; one arm against the baseline, paired by
 seed), :mod:`.columns` (the quantities the tables show), :mod:`.report`
-(sections of ``results.md``, merged per budget), :mod:`.plotting` and
-:mod:`.stats` (figures, t intervals and Fisher's exact test), :mod:`.cli`
-(the command).
+(sections of ``results.md``, merged per budget), :mod:`.stats` (t intervals
+and Fisher's exact test), :mod:`.cli` (the command).
 """
 
 # Nothing is imported here: `python -m experiments.claims` imports this package
