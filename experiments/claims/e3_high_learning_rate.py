@@ -31,7 +31,7 @@ from experiments.claims.results import (
 )
 from experiments.claims.runs import RunSpec, make_run
 from experiments.claims.stats import fisher_exact
-from experiments.markdown import Column, columns_table, number, table
+from experiments.markdown import Column, columns_table, number
 
 __all__ = ["DESIGNS", "EXPERIMENT", "Failures", "blew_up", "failed", "failure_p", "failures",
            "grid", "stuck_at_chance"]
@@ -219,14 +219,15 @@ def grid(results: Sequence[RunResult]) -> tuple[list[tuple[str, float]],
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
   dense = dense_name(results)
   settings, arms, cells = grid(results)
-  header = ["optimizer", "lr"] + [f"{arm_label(*a, dense)}: failed" for a in arms]
   compared = [a for a in (DENSE_ONLY, EVERY_KERNEL) if NONE in arms and a in arms]
-  header += [f"p, none vs {arm_label(*a, dense)} (Fisher, two-sided)" for a in compared]
-  rows = []
-  for s in settings:
-    row = [s[0], f"{s[1]:g}"] + [str(failures(cells[s, a])) for a in arms]
-    rows.append(row + [number(failure_p(cells[s, NONE], cells[s, a]), ".2f") for a in compared])
-  counts = table(header, rows)
+  counts = columns_table([
+      Column("optimizer", lambda s: s[0]), Column("lr", lambda s: f"{s[1]:g}"),
+      *(Column(f"{arm_label(*a, dense)}: failed", lambda s, a=a: str(failures(cells[s, a])))
+        for a in arms),
+      *(Column(f"p, none vs {arm_label(*a, dense)} (Fisher, two-sided)",
+               lambda s, a=a: number(failure_p(cells[s, NONE], cells[s, a]), ".2f"))
+        for a in compared),
+  ], settings)
   done = [r for r in results if r.complete]
   per_run = columns_table(_per_run(dense), done)
   return [
