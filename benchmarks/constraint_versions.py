@@ -128,7 +128,7 @@ def main(argv=None) -> None:
           f"x{jax.device_count()} {jax.devices()[0].platform} | rounds={args.rounds} "
           f"calls={args.calls} c={args.c}")
     print("| kernel (float32) | old ms (wall, median) | new ms | ratio new/old, wall: median "
-          "(min .. max) | ratio new/old, CPU time | new params differ by (ulps) |")
+          "(min..max) | ratio new/old, CPU time | new params differ by (ulps) |")
     print("|---|---|---|---|---|---|")
     for label, shape in SHAPES.items():
       params, updates = problem(shape, args.c)
