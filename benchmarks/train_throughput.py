@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -36,6 +35,7 @@ from collections.abc import Callable
 import numpy as np
 
 from benchmarks.workers import Worker, rounds_parser
+from experiments.machine import cpu_model
 from experiments.markdown import spread
 
 
@@ -162,7 +162,7 @@ def main(argv=None) -> None:
 
   import jax  # noqa: PLC0415
   print(f"# train-step throughput | {datetime.date.today()} | jax {jax.__version__} | "
-        f"{platform.machine()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
+        f"{cpu_model()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
         f"{args.rounds} rounds x {args.steps} steps, interleaved, one process per variant")
   first = workers[0].label
   print(f"| variant | s/step (median) | img/s | ratio to {first} (median, min..max) |")
