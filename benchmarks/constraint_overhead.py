@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
@@ -33,6 +32,7 @@ from flax import nnx
 import maxnorm_jax as mnj
 from benchmarks.article_step import jitted_train_step
 from experiments.cifar10.models import CNN
+from experiments.machine import cpu_model
 
 
 def measure(batch_size: int, rounds: int, steps: int, constrain: str, dtype: str
@@ -97,7 +97,7 @@ def main(argv=None) -> None:
   if min(args.batch_sizes) < 1 or args.rounds < 1 or args.steps < 1:
     parser.error("--batch-sizes, --rounds and --steps must be positive")
   print(f"# constraint overhead | {datetime.date.today()} | jax {jax.__version__} | "
-        f"{jax.devices()[0].device_kind} x{jax.device_count()} | {platform.machine()} | "
+        f"{jax.devices()[0].device_kind} x{jax.device_count()} | {cpu_model()} | "
         f"constrain={args.constrain} dtype={args.dtype} rounds={args.rounds} steps={args.steps}")
   print("| batch | Adam ms/step | Adam+max_norm ms/step | overhead (median) | "
         "spread (min..max) | extra passes over the kernel (XLA cost analysis, both branches "

@@ -26,7 +26,6 @@ import argparse
 import datetime
 import importlib
 import pathlib
-import platform
 import statistics
 import subprocess
 import sys
@@ -40,6 +39,8 @@ import jax.numpy as jnp
 import numpy as np
 
 import maxnorm_jax
+from experiments.machine import cpu_model
+from experiments.markdown import spread
 
 SHAPES = {"Dense(1024) (86528, 1024)": (86528, 1024),
           "Conv(128) (3, 3, 128, 128)": (3, 3, 128, 128),
@@ -59,13 +60,6 @@ def load_revision(rev: str, into: pathlib.Path) -> ModuleType:
     target.write_text(git("show", f"{rev}:{path}").replace("maxnorm_jax", alias))
   sys.path.insert(0, str(into))
   return importlib.import_module(alias)
-
-
-def cpu_name() -> str:
-  for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-    if line.startswith("model name"):
-      return line.split(":", 1)[1].strip()
-  return platform.processor() or platform.machine()
 
 
 def problem(shape: tuple[int, ...], c: float, seed: int = 0) -> tuple[jax.Array, jax.Array]:
@@ -111,7 +105,7 @@ def row(label: str, a: dict[str, list[float]], b: dict[str, list[float]], extra:
   cells = []
   for clock in ("wall", "cpu"):
     ratios = [y / x for x, y in zip(a[clock], b[clock])]
-    cells.append(f"{statistics.median(ratios):.3f} ({min(ratios):.2f} .. {max(ratios):.2f})")
+    cells.append(spread(ratios, ".3f"))
   return (f"| {label} | {1e3 * statistics.median(a['wall']):.2f} | "
           f"{1e3 * statistics.median(b['wall']):.2f} | {cells[0]} | {cells[1]} | {extra} |")
 
@@ -130,11 +124,11 @@ def main(argv=None) -> None:
   with tempfile.TemporaryDirectory() as tmp:
     old = load_revision(args.rev, pathlib.Path(tmp))
     print(f"# max_norm update, {old.__name__} (old) vs working tree (new) | "
-          f"{datetime.date.today()} | jax {jax.__version__} | {cpu_name()} "
+          f"{datetime.date.today()} | jax {jax.__version__} | {cpu_model()} "
           f"x{jax.device_count()} {jax.devices()[0].platform} | rounds={args.rounds} "
           f"calls={args.calls} c={args.c}")
     print("| kernel (float32) | old ms (wall, median) | new ms | ratio new/old, wall: median "
-          "(min .. max) | ratio new/old, CPU time | new params differ by (ulps) |")
+          "(min..max) | ratio new/old, CPU time | new params differ by (ulps) |")
     print("|---|---|---|---|---|---|")
     for label, shape in SHAPES.items():
       params, updates = problem(shape, args.c)

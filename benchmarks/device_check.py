@@ -42,6 +42,7 @@ from benchmarks.article_step import article_optimizer, step_runner
 from experiments.cifar10 import input_pipeline, sharding
 from experiments.cifar10.configs import get_config
 from experiments.cifar10.train import train_and_evaluate
+from experiments.markdown import row
 
 __all__ = ["main"]
 
@@ -127,10 +128,6 @@ def _peak(dtype: str) -> float | None:
   return next((peaks[dtype] for name, peaks in _PEAK_TFLOPS.items() if name in kind), None)
 
 
-def _row(cells: Sequence[Any]) -> str:
-  return "| " + " | ".join(str(c) for c in cells) + " |"
-
-
 class _Source:
   """A random-access source of synthetic CIFAR-shaped examples (what tfds's gives)."""
 
@@ -194,14 +191,14 @@ def main(argv: Sequence[str] | None = None) -> int:
   times = _time_rounds(runs, sizes)
 
   print("\n## 1 and 3. Train step (Adam + max_norm(3) on the Dense(1024) kernel)\n")
-  print(_row(["step", "ms/step (median)", "img/s", "model TFLOP/s", "of peak"]))
-  print(_row(["---"] * 5))
+  print(row(["step", "ms/step (median)", "img/s", "model TFLOP/s", "of peak"]))
+  print(row(["---"] * 5))
   for name, run in runs.items():
     seconds = statistics.median(times[name])
     flops = getattr(run, "flops", None)
     tflops = flops * sizes.batch_size / seconds / 1e12 if flops else None
     peak = _peak("bfloat16" if "bfloat16" in name else "float32")
-    print(_row([name, f"{seconds * 1e3:.2f}", f"{sizes.batch_size / seconds:,.0f}",
+    print(row([name, f"{seconds * 1e3:.2f}", f"{sizes.batch_size / seconds:,.0f}",
                 f"{tflops:.1f}" if tflops else "–",
                 f"{tflops / peak:.0%}" if tflops and peak and "PyTorch" not in name else "–"]))
 
@@ -215,10 +212,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\n## 4. The recipe end to end: {sizes.epochs} epochs x {sizes.train:,} images "
           f"({e2e['steps']:,} steps), validation on {sizes.val:,} and test on "
           f"{sizes.test:,}, synthetic data on the device\n")
-    print(_row(["compile s", "training s", "training + validation s",
+    print(row(["compile s", "training s", "training + validation s",
                 "total s (with start-up, checkpoints, test)"]))
-    print(_row(["---"] * 4))
-    print(_row([f"{e2e['compile_s']:.1f}", f"{e2e['train_s']:.1f}", f"{e2e['epochs_s']:.1f}",
+    print(row(["---"] * 4))
+    print(row([f"{e2e['compile_s']:.1f}", f"{e2e['train_s']:.1f}", f"{e2e['epochs_s']:.1f}",
                 f"{e2e['total_s']:.1f}"]))
   return 0
 

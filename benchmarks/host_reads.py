@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import sys
 import time
@@ -30,6 +29,8 @@ import numpy as np
 
 from experiments.cifar10 import input_pipeline, metrics, sharding, train
 from experiments.cifar10.configs import get_config
+from experiments.machine import cpu_model
+from experiments.markdown import spread
 
 __all__ = ["main"]
 
@@ -98,10 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
       state = loops[name](train_fn, state, data, order, args.steps)
       jax.block_until_ready(state)
       seconds[name].append(time.perf_counter() - start)
-  cpu = next((line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo")
-              if line.startswith("model name")), platform.processor())
   print(f"# host reads | {datetime.date.today()} | jax {jax.__version__} | "
-        f"{jax.devices()[0].device_kind} ({cpu}) | conv 2, dense 8, batch {args.batch_size} | "
+        f"{jax.devices()[0].device_kind} ({cpu_model()}) | conv 2, dense 8, batch "
+        f"{args.batch_size} | "
         f"{args.rounds} interleaved rounds of {args.steps} steps | READ_EVERY "
         f"{train.READ_EVERY}")
   print("| loop | steps/s (median) | ratio to 'read every step', per round (median, min..max) |")
@@ -110,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   for name, values in seconds.items():
     ratios = [b / s for b, s in zip(base, values)]
     print(f"| {name} | {args.steps / statistics.median(values):,.0f} | "
-          f"{statistics.median(ratios):.2f} ({min(ratios):.2f}..{max(ratios):.2f}) |")
+          f"{spread(ratios, '.2f')} |")
   return 0
 
 

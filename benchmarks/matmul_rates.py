@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import platform
 import statistics
 import time
 
 import jax
 import jax.numpy as jnp
 from jax import lax
+
+from experiments.machine import cpu_model
 
 
 def shapes(batch: int) -> dict[str, tuple[tuple[int, int], tuple[int, int], tuple[int, int]]]:
@@ -67,7 +68,7 @@ def main(argv=None) -> None:
   if args.batch_size < 1 or args.repeats < 1:
     parser.error("--batch-size and --repeats must be positive")
   print(f"# matmul rates | {datetime.date.today()} | jax {jax.__version__} | "
-        f"{jax.devices()[0].device_kind} x{jax.device_count()} | {platform.machine()} | "
+        f"{jax.devices()[0].device_kind} x{jax.device_count()} | {cpu_model()} | "
         f"batch {args.batch_size} | median of {args.repeats}")
   print("| product | lhs x rhs | f32 ms | f32 GFLOP/s | bf16->f32 ms | bf16->f32 GFLOP/s |")
   print("|---|---|---|---|---|---|")

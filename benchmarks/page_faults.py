@@ -41,14 +41,15 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import resource
 import statistics
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 
-from benchmarks.workers import Worker
+from benchmarks.workers import Worker, rounds_parser
+from experiments.machine import cpu_model
+from experiments.markdown import spread
 
 MALLOC: dict[str, dict[str, str]] = {
     "default": {},
@@ -124,13 +125,6 @@ def start_worker(setting: str, batch: int, warmup: int) -> Worker:
                  "--batch-size", str(batch), "--warmup", str(warmup)], env=malloc_env(setting))
 
 
-def spread(values: Sequence[float], fmt: str, unit: str = "") -> str:
-  """``median (min..max)`` of ``values``, each formatted with ``fmt`` and followed by ``unit``."""
-  med, lo, hi = (format(v, fmt) + unit for v in (statistics.median(values), min(values),
-                                                 max(values)))
-  return f"{med} ({lo}..{hi})"
-
-
 def report(runs: dict[str, dict[str, list[dict[str, float]]]], batch: int) -> list[str]:
   """The two tables, from ``runs[setting][step]``: one record per round."""
   first = next(iter(runs))
@@ -162,23 +156,8 @@ def report(runs: dict[str, dict[str, list[dict[str, float]]]], batch: int) -> li
   return lines
 
 
-def cpu_model() -> str:
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name"):
-          return line.split(":", 1)[1].strip()
-  except OSError:
-    pass
-  return platform.processor() or platform.machine()
-
-
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--rounds", type=int, default=6)
-  parser.add_argument("--steps", type=int, default=1, help="steps per step kind per round")
+  parser = rounds_parser(__doc__, rounds=6, steps=1, steps_help="steps per step kind per round")
   parser.add_argument("--warmup", type=int, default=3,
                       help="untimed steps of each kind per worker, compilation included")
   parser.add_argument("--malloc", nargs="+", choices=sorted(MALLOC),

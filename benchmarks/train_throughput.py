@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import datetime
 import os
-import platform
 import statistics
 import sys
 import time
@@ -35,7 +34,9 @@ from collections.abc import Callable
 
 import numpy as np
 
-from benchmarks.workers import Worker
+from benchmarks.workers import Worker, rounds_parser
+from experiments.machine import cpu_model
+from experiments.markdown import spread
 
 
 def jax_variant(conv_impl: str, dtype: str, batch: int) -> Callable[[], None]:
@@ -128,11 +129,7 @@ def start_worker(variant: str, batch: int, python: str, huge_pages: bool) -> Wor
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(description=__doc__,
-                                   formatter_class=argparse.RawDescriptionHelpFormatter)
-  parser.add_argument("--batch-size", type=int, default=128)
-  parser.add_argument("--rounds", type=int, default=5)
-  parser.add_argument("--steps", type=int, default=2, help="steps per variant per round")
+  parser = rounds_parser(__doc__, rounds=5, steps=2, steps_help="steps per variant per round")
   parser.add_argument("--variants", nargs="+", choices=sorted(VARIANTS),
                       default=["jax-xla-f32", "jax-im2col-f32", "jax-im2col-bf16", "torch"])
   parser.add_argument("--tf-python", default=sys.executable,
@@ -165,7 +162,7 @@ def main(argv=None) -> None:
 
   import jax  # noqa: PLC0415
   print(f"# train-step throughput | {datetime.date.today()} | jax {jax.__version__} | "
-        f"{platform.machine()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
+        f"{cpu_model()} {jax.devices()[0].device_kind} | batch {args.batch_size} | "
         f"{args.rounds} rounds x {args.steps} steps, interleaved, one process per variant")
   first = workers[0].label
   print(f"| variant | s/step (median) | img/s | ratio to {first} (median, min..max) |")
@@ -174,7 +171,7 @@ def main(argv=None) -> None:
     ratios = [a / b for a, b in zip(times[first], times[name])]
     med = statistics.median(times[name])
     print(f"| {name} | {med:.2f} | {args.batch_size / med:.1f} | "
-          f"{statistics.median(ratios):.2f}x ({min(ratios):.2f}..{max(ratios):.2f}) |")
+          f"{spread(ratios, '.2f', 'x')} |")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,12 @@ the parent writes one request line, the worker answers one line.
 
 from __future__ import annotations
 
+import argparse
 import os
 import subprocess
 from collections.abc import Mapping, Sequence
 
-__all__ = ["Worker"]
+__all__ = ["Worker", "rounds_parser"]
 
 _ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -52,3 +53,16 @@ class Worker:
     assert self.proc.stdin is not None
     self.proc.stdin.close()
     self.proc.wait(timeout=60)
+
+
+def rounds_parser(doc: str | None, *, rounds: int, steps: int, steps_help: str
+                  ) -> argparse.ArgumentParser:
+  """The command line of a benchmark timed in interleaved rounds: ``--batch-size``,
+  ``--rounds`` and ``--steps``."""
+  parser = argparse.ArgumentParser(description=doc,
+                                   formatter_class=argparse.RawDescriptionHelpFormatter)
+  parser.add_argument("--batch-size", type=int, default=128)
+  parser.add_argument("--rounds", type=int, default=rounds)
+  parser.add_argument("--steps", type=int, default=steps, help=steps_help)
+  return parser
+

@@ -7,4 +7,8 @@
   ``python -m experiments.claims e1 --budget cpu-proxy``.
 * :mod:`experiments.allocator` -- runs both commands on tcmalloc (XLA:CPU's
   per-step memory stays mapped).
+
+Shared by the results pages and the benchmarks: :mod:`experiments.markdown`
+(numbers and tables), :mod:`experiments.plotting` (figures) and
+:mod:`experiments.machine` (the hardware a figure was measured on).
 """

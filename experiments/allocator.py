@@ -12,7 +12,9 @@ to zero, at the price of ~1.9 GB more resident memory.
 
 The allocator must be chosen before the process starts, so
 :func:`reexec_with_tcmalloc` re-executes the command once with tcmalloc
-preloaded (same PID, arguments and open files). It does nothing when tcmalloc
+preloaded (same PID, arguments and open files); a package's ``__main__.py``
+calls :func:`run_command`, which does that and then imports and runs the
+command. It does nothing when tcmalloc
 is already loaded, off Linux, when ``MAXNORM_MALLOC=system`` is set, or when
 the library is not installed (it then prints one line on how to install it:
 ``apt-get install libtcmalloc-minimal4``). This module imports nothing heavy,
@@ -22,10 +24,12 @@ so it can run before JAX is imported.
 from __future__ import annotations
 
 import ctypes.util
+import importlib
 import os
 import sys
+from typing import NoReturn
 
-__all__ = ["ENV_OPT_OUT", "active_allocator", "reexec_with_tcmalloc"]
+__all__ = ["ENV_OPT_OUT", "active_allocator", "reexec_with_tcmalloc", "run_command"]
 
 ENV_OPT_OUT = "MAXNORM_MALLOC"  # "system": keep glibc's malloc.
 _MARKER = "MAXNORM_MALLOC_REEXEC"  # Set in the re-executed process: never loop.
@@ -77,3 +81,14 @@ def reexec_with_tcmalloc() -> None:
   sys.stdout.flush()
   sys.stderr.flush()
   os.execve(sys.executable, [sys.executable, *sys.orig_argv[1:]], env)
+
+
+def run_command(module: str) -> NoReturn:
+  """Re-executes on tcmalloc (:func:`reexec_with_tcmalloc`), then imports ``module`` and
+  exits with the code its ``main()`` returns.
+
+  For a package's ``__main__.py``: Python has imported only the packages above
+  it, so JAX is not loaded before the malloc is chosen.
+  """
+  reexec_with_tcmalloc()
+  sys.exit(importlib.import_module(module).main())

@@ -1,48 +1,10 @@
-"""Command line: ``python -m experiments.cifar10 --preset article --workdir W [flags]``.
+"""``python -m experiments.cifar10``: the training command (:mod:`.main`), on tcmalloc.
 
-Flags pick a preset and override single fields of it (see :mod:`.cli`); then
-``train_and_evaluate(config, workdir)`` does the work. Bad flags exit with
-code 2 (argparse), missing data, an unusable workdir or checkpoint with code 1
-and a one-paragraph message.
+The package's ``__init__`` imports nothing, so JAX is not loaded yet when
+:func:`~experiments.allocator.run_command` chooses the malloc.
 """
-
-from __future__ import annotations
-
-import sys
-from collections.abc import Sequence
 
 from experiments import allocator
 
 if __name__ == "__main__":
-  allocator.reexec_with_tcmalloc()  # Before JAX is imported.
-
-from experiments.cifar10 import cli  # noqa: E402
-from experiments.cifar10.checkpoints import CheckpointError  # noqa: E402
-from experiments.cifar10.distributed import DistributedError, initialize_distributed  # noqa: E402
-from experiments.cifar10.input_pipeline import DataUnavailableError  # noqa: E402
-from experiments.cifar10.sharding import ParallelConfigError  # noqa: E402
-from experiments.cifar10.train import WorkdirError, train_and_evaluate  # noqa: E402
-
-__all__ = ["main"]
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-  """Runs the command; returns the exit code."""
-  invocation = cli.parse(argv)
-  try:
-    if invocation.distributed is not None:
-      initialize_distributed(**invocation.distributed)  # Before anything else touches JAX.
-    train_and_evaluate(invocation.config, invocation.workdir, resume=invocation.resume)
-  except (DataUnavailableError, CheckpointError, ParallelConfigError, DistributedError,
-          WorkdirError) as e:
-    print(f"error: {e}", file=sys.stderr)
-    return 1
-  except KeyboardInterrupt:
-    print(f"\ninterrupted; continue with --resume (workdir {invocation.workdir})",
-          file=sys.stderr)
-    return 130
-  return 0
-
-
-if __name__ == "__main__":
-  sys.exit(main())
+  allocator.run_command("experiments.cifar10.main")

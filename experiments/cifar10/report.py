@@ -23,20 +23,16 @@ from __future__ import annotations
 import argparse
 import json
 import pathlib
-import platform
-import re
 import shutil
 import sys
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
-
-from experiments.cifar10 import records  # noqa: E402
-from experiments.cifar10.models import DENSE1_KERNEL  # noqa: E402
+from experiments import plotting
+from experiments.cifar10 import records
+from experiments.cifar10.models import DENSE1_KERNEL
+from experiments.machine import cpu_model
+from experiments.markdown import Column, columns_table, number
 
 __all__ = ["binding", "clean_console", "main", "render"]
 
@@ -85,24 +81,18 @@ def binding(metrics: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]],
 
 def _plot(path: pathlib.Path, title: str, panels: list[tuple[str, list[tuple]]],
           hline: float | None = None) -> pathlib.Path:
-  fig, axes = plt.subplots(1, len(panels), figsize=(5 * len(panels), 3.6), layout="constrained")
+  fig, axes = plotting.subplots(len(panels), (5 * len(panels), 3.6))
   axes = [axes] if len(panels) == 1 else list(axes)
   for ax, (ylabel, curves) in zip(axes, panels):
     for xs, ys, style in curves:
-      pairs = [(x, y) for x, y in zip(xs, ys) if y is not None]
-      if pairs:
-        ax.plot([p[0] for p in pairs], [p[1] for p in pairs], **style)
+      plotting.curve(ax, xs, ys, style)
     if hline is not None and "norm" in ylabel:
       ax.axhline(hline, color="gray", linestyle=":", label=f"c = {hline:g}")
     ax.set_xlabel("epoch")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)
-    if ax.get_legend_handles_labels()[0]:
-      ax.legend(fontsize=8)
-  fig.suptitle(title, fontsize=9)
-  fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
-  return path
+    plotting.legend(ax, fontsize=8)
+  return plotting.save(fig, path, title)
 
 
 def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[str, Any]],
@@ -144,8 +134,23 @@ def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[
   return names
 
 
-def _fmt(x: Any, spec: str = ".4f") -> str:
-  return "–" if x is None else f"{x:{spec}}"
+def _dense1(row: dict[str, Any], stat: str) -> float | None:
+  return (row.get("neuron_norms") or {}).get(DENSE1_KERNEL, {}).get(stat)
+
+
+# The per-epoch table of a results page: one row of metrics.jsonl per epoch.
+_PER_EPOCH: list[Column[dict[str, Any]]] = [
+    Column("epoch", lambda r: str(r["epoch"])),
+    Column("train loss", lambda r: number(r["train_loss"], ".4f")),
+    Column("train acc", lambda r: number(r["train_accuracy"], ".4f")),
+    Column("val loss", lambda r: number(r["val_loss"], ".4f")),
+    Column("val acc", lambda r: number(r["val_accuracy"], ".4f")),
+    Column("fraction at bound", lambda r: number(r.get("fraction_at_bound"), ".4f")),
+    Column(f"{DENSE1_KERNEL} max norm", lambda r: number(_dense1(r, "max"), ".3f")),
+    Column("mean norm", lambda r: number(_dense1(r, "mean"), ".3f")),
+    Column("s", lambda r: f"{r['seconds']:.0f}"),
+    Column("img/s", lambda r: f"{r['img_per_s']:.1f}"),
+]
 
 
 def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Sequence[str],
@@ -177,19 +182,12 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
     with open(workdir / CONSOLE, newline="", errors="replace") as f:  # Keep the "\r"s.
       (out / CONSOLE).write_text(clean_console(f.read()))
   c = config.get("max_norm")
-  host = host or _cpu_model()
+  host = host or cpu_model()
   label = (f"{config['epochs']} epochs x {summary.get('steps', 0) // max(config['epochs'], 1)} "
            f"steps of {config['batch_size']} | {host}")
   figures = _figures(out, metrics, steps, c, label)
   wall = sum(r["seconds"] for r in metrics)
-  rows = [[str(r["epoch"]), _fmt(r["train_loss"]), _fmt(r["train_accuracy"]),
-           _fmt(r["val_loss"]), _fmt(r["val_accuracy"]), _fmt(r.get("fraction_at_bound")),
-           _fmt(r.get("neuron_norms", {}).get(DENSE1_KERNEL, {}).get("max"), ".3f"),
-           _fmt(r.get("neuron_norms", {}).get(DENSE1_KERNEL, {}).get("mean"), ".3f"),
-           f"{r['seconds']:.0f}", f"{r['img_per_s']:.1f}"] for r in metrics]
-  table = "\n".join(["| epoch | train loss | train acc | val loss | val acc | fraction at "
-                     f"bound | {DENSE1_KERNEL} max norm | mean norm | s | img/s |",
-                     "|" + "---|" * 10] + ["| " + " | ".join(row) + " |" for row in rows])
+  per_epoch = columns_table(_PER_EPOCH, metrics)
   text = "\n\n".join(filter(None, [
       "# The article's recipe, end to end",
       "```bash\n" + "\n".join(commands) + "\n```",
@@ -201,30 +199,21 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
           f"{config['batch_size']:,}; the run's own settings are in `config.json`.",
           f"- **Wall time of the epochs (training and validation):** {wall / 3600:.2f} h "
           f"({wall:,.0f} s); per-epoch times are in the table.",
-          f"- **Test accuracy:** {_fmt(summary.get('test_accuracy'))} (test loss "
-          f"{_fmt(summary.get('test_loss'))}) of the {summary.get('num_params', 0):,}-parameter "
-          f"network; last validation accuracy {_fmt(summary.get('val_accuracy'))}.",
+          f"- **Test accuracy:** {number(summary.get('test_accuracy'), '.4f')} (test loss "
+          f"{number(summary.get('test_loss'), '.4f')}) of the "
+          f"{summary.get('num_params', 0):,}-parameter network; last validation accuracy "
+          f"{number(summary.get('val_accuracy'), '.4f')}.",
       ]),
       "## Does the constraint bind?\n\n" + binding(metrics, steps, c),
       "## Per epoch\n\nTrain loss and accuracy are running means over the epoch's batches; "
       "fraction at bound is the mean over the epoch's steps of the share of constrained "
-      "neurons the projection rescaled; norms are after the epoch's last step.\n\n" + table,
+      "neurons the projection rescaled; norms are after the epoch's last step.\n\n" + per_epoch,
       "\n\n".join(f"![{name}]({name})" for name in figures),
       notes,
   ])) + "\n"
   path = out / "results.md"
   path.write_text(text)
   return path
-
-
-def _cpu_model() -> str:
-  try:
-    for line in pathlib.Path("/proc/cpuinfo").read_text().splitlines():
-      if line.startswith("model name"):
-        return re.sub(r"\s+", " ", line.split(":", 1)[1].strip())
-  except OSError:
-    pass
-  return platform.processor() or "unknown"
 
 
 def main(argv: Sequence[str] | None = None) -> int:

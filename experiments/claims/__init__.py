@@ -14,32 +14,17 @@ One command per experiment, e.g.
 One module per experiment holds its design (runs and seeds per budget), its
 tables, its reading, its figures and its claim text:
 :mod:`.e1_max_norm_vs_none`, :mod:`.e2_c_and_placement`,
-:mod:`.e3_high_learning_rate`; :mod:`.registry` lists them. Shared by all:
+:mod:`.e3_high_learning_rate` (its figures in :mod:`.e3_figures`);
+:mod:`.registry` lists them. Shared by all:
 :mod:`.budgets` (named compute budgets and their two schedules),
 :mod:`.runs` (a run's name and config), :mod:`.experiment` (what an
 experiment provides), :mod:`.sweep` (trains the runs, skipping complete ones
 and resuming partial ones), :mod:`.host` and :mod:`.results` (reading runs
-back), :mod:`.report` (sections of ``results.md``, merged per budget),
-:mod:`.markdown`, :mod:`.plotting` and :mod:`.stats` (formatting, figures
-and intervals).
+back), :mod:`.arms` (arm names; one arm against the baseline, paired by
+seed), :mod:`.columns` (the quantities the tables show), :mod:`.report`
+(sections of ``results.md``, merged per budget), :mod:`.stats` (t intervals
+and Fisher's exact test), :mod:`.cli` (the command).
 """
 
-import importlib
-from typing import Any
-
-# Where each public name lives. They are imported on first use, so that
-# `python -m experiments.claims` can choose its malloc (see experiments/allocator.py)
-# before JAX is imported.
-_EXPORTS = {
-    "BUDGETS": "budgets", "Budget": "budgets", "Experiment": "experiment",
-    "Plot": "experiment", "EXPERIMENTS": "registry", "RunSpec": "runs",
-    "RunConflictError": "sweep", "run_sweep": "sweep",
-}
-
-__all__ = sorted(_EXPORTS)
-
-
-def __getattr__(name: str) -> Any:
-  if name not in _EXPORTS:
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-  return getattr(importlib.import_module(f"{__name__}.{_EXPORTS[name]}"), name)
+# Nothing is imported here: `python -m experiments.claims` imports this package
+# before its __main__, which must choose the malloc before JAX is loaded.

@@ -10,25 +10,30 @@ evidence of whether the constraint acted.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 import statistics
 from collections.abc import Sequence
 
-from experiments.claims import markdown as md
-from experiments.claims import plotting
+from experiments import plotting
+from experiments.claims import columns as col
+from experiments.claims.arms import C, arm_label, compare, paired
 from experiments.claims.budgets import Budget
-from experiments.claims.experiment import Experiment, Plot
+from experiments.claims.experiment import Designs, Experiment, Plot
 from experiments.claims.results import DENSE, LAYERS, RunResult, dense_name, row_norm
 from experiments.claims.runs import RunSpec, make_run
-from experiments.claims.stats import PairedDifference, paired_difference
+from experiments.claims.stats import PairedDifference, interval
+from experiments.markdown import Column, columns_table, mean_std
 
-__all__ = ["EXPERIMENT", "paired_results"]
+__all__ = ["DESIGNS", "EXPERIMENT", "PAIRED", "differences", "pairs"]
 
-C = 3.0  # The article's bound.
+@dataclasses.dataclass(frozen=True)
+class Design:
+  """E1 under one budget: each seed trains both arms."""
+  seeds: tuple[int, ...]
 
-# Seeds per budget (each trains both arms); any other budget gets DEFAULT_SEEDS.
-SEEDS: dict[str, tuple[int, ...]] = {"cpu": (0, 1, 2), "cpu-proxy": (0, 1, 2, 3, 4)}
-DEFAULT_SEEDS = (0, 1, 2)
+
+DESIGNS = Designs(Design(seeds=(0, 1, 2)), {"cpu-proxy": Design(seeds=(0, 1, 2, 3, 4))})
 
 CLAIM = ("The article's first claim: max-norm (c = 3) on the hidden dense layer's kernel "
          "regularises the network. Same recipe, with and without the constraint, paired by "
@@ -37,23 +42,19 @@ CLAIM = ("The article's first claim: max-norm (c = 3) on the hidden dense layer'
 
 
 def _runs(budget: Budget) -> list[RunSpec]:
-  with_label = f"max_norm({C:g}), {dense_name(budget.config('regular'))}"
+  with_label = arm_label(C, "dense1", dense_name(budget.config("regular")))
   runs = []
-  for seed in SEEDS.get(budget.name, DEFAULT_SEEDS):  # Pairs by seed: a cut-short sweep
-    runs.append(make_run(budget, "regular", {"variant": "none", "seed": seed},  # leaves pairs.
+  for seed in DESIGNS(budget).seeds:  # Pairs by seed: a cut-short sweep leaves pairs.
+    runs.append(make_run(budget, "regular", {"variant": "none", "seed": seed},
                          max_norm=None, seed=seed))
     runs.append(make_run(budget, "regular", {"variant": with_label, "seed": seed},
                          max_norm=C, constrain="dense1", seed=seed))
   return runs
 
 
-def paired_results(results: Sequence[RunResult]) -> list[tuple[RunResult, RunResult]]:
+def pairs(results: Sequence[RunResult]) -> list[tuple[RunResult, RunResult]]:
   """(without, with) pairs of complete runs of the same seed, by seed."""
-  by_seed: dict[int, dict[bool, RunResult]] = {}
-  for r in results:
-    if r.complete:
-      by_seed.setdefault(r.spec.labels["seed"], {})[r.constrained] = r
-  return [(arms[False], arms[True]) for _, arms in sorted(by_seed.items()) if len(arms) == 2]
+  return paired([r for r in results if not r.constrained], [r for r in results if r.constrained])
 
 
 def _arms(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
@@ -63,61 +64,49 @@ def _arms(results: Sequence[RunResult]) -> dict[str, list[RunResult]]:
           for v in variants}
 
 
-def _fraction(r: RunResult) -> float | None:
-  return r.last_epoch.get("fraction_at_bound")
+# The quantities compared between the arms (with their label in the reading).
+PAIRED = (col.Quantity("test accuracy", col.TEST_ACC.value),
+          col.Quantity("train − val gap", col.GAP.value),
+          col.Quantity("validation accuracy", col.VAL_ACC.value),
+          col.Quantity("test loss", col.TEST_LOSS.value))
 
 
-# (label, value of a run, format): the quantities compared between the arms.
-_PAIRED = (("test accuracy", lambda r: r.get("test_accuracy"), "+.4f"),
-           ("train − val gap", lambda r: r.train_val_gap, "+.4f"),
-           ("validation accuracy", lambda r: r.get("val_accuracy"), "+.4f"),
-           ("test loss", lambda r: r.get("test_loss"), "+.4f"))
-
-
-def _difference(pairs: Sequence[tuple[RunResult, RunResult]], value
-                ) -> PairedDifference | None:
-  values = [(value(a), value(b)) for a, b in pairs]
-  return paired_difference([(a, b) for a, b in values if a is not None and b is not None])
+def differences(results: Sequence[RunResult]) -> dict[str, PairedDifference | None]:
+  """Each :data:`PAIRED` quantity, with minus without the constraint, paired by seed."""
+  free = [r for r in results if not r.constrained]
+  held = [r for r in results if r.constrained]
+  return {q.header: compare(free, held, q.value) for q in PAIRED}
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
-  dense = dense_name([r.spec.config for r in results])
-  rows = []
-  for variant, runs in _arms(results).items():
-    rows.append([
-        variant, budget.name, str(len(runs)),
-        md.mean_std([r.get("val_accuracy") for r in runs]),
-        md.mean_std([r.get("test_accuracy") for r in runs]),
-        md.mean_std([r.train_accuracy for r in runs]),
-        md.mean_std([r.train_val_gap for r in runs]),
-        md.mean_std([r.get("val_loss") for r in runs]),
-        md.mean_std([r.final_norm(DENSE, "max") for r in runs], ".2f"),
-        md.mean_std([r.final_norm(DENSE, "mean") for r in runs], ".2f"),
-        md.mean_std([_fraction(r) for r in runs]),
-        md.mean_std([r.get("total_seconds") for r in runs], ".0f"),
-        md.mean_std([r.last_epoch.get("img_per_s") for r in runs], ".1f"),
-    ])
-  summary = md.table(["variant", "budget", "seeds", "val acc", "test acc", "train acc",
-                      "train − val", "val loss", f"{dense} max norm", f"{dense} mean norm",
-                      "fraction at bound", "wall s / run", "train img/s"], rows)
-  pairs = paired_results(results)
-  paired = md.table(
-      ["quantity", "pairs", "without", "with", "with − without, 95% interval",
-       "interval contains 0"],
-      [[label, str(len(pairs)), md.mean_std([value(a) for a, _ in pairs]),
-        md.mean_std([value(b) for _, b in pairs]), md.interval(d := _difference(pairs, value)),
-        "–" if d is None else "yes" if d.contains_zero else "no"]
-       for label, value, _ in _PAIRED])
+  dense = dense_name(results)
+  summary = columns_table([
+      col.key("variant"), Column("budget", lambda g: budget.name),
+      Column("seeds", lambda g: str(len(g[1]))), col.mean(col.VAL_ACC), col.mean(col.TEST_ACC),
+      col.mean(col.TRAIN_ACC), col.mean(col.GAP), col.mean(col.VAL_LOSS),
+      col.mean(col.dense_norm(dense, "max"), ".2f"), col.mean(col.dense_norm(dense, "mean"), ".2f"),
+      col.mean(col.FRACTION), col.mean(col.WALL, ".0f", "wall s / run"),
+      col.mean(col.Quantity("train img/s", lambda r: r.last_epoch.get("img_per_s")), ".1f"),
+  ], _arms(results).items())
+  both, diffs = pairs(results), differences(results)
+  free, held = [a for a, _ in both], [b for _, b in both]
+  paired_table = columns_table([
+      Column("quantity", lambda q: q.header), Column("pairs", lambda q: str(len(both))),
+      Column("without", lambda q: mean_std(map(q.value, free))),
+      Column("with", lambda q: mean_std(map(q.value, held))),
+      Column("with − without, 95% interval", lambda q: interval(diffs[q.header])),
+      Column("interval contains 0", lambda q: "–" if (d := diffs[q.header]) is None
+             else "yes" if d.contains_zero else "no"),
+  ], PAIRED)
   done = sorted((r for r in results if r.complete),
                 key=lambda r: (r.spec.labels["seed"], r.spec.labels["variant"]))
-  per_seed = md.table(
-      ["seed", "variant", "val acc", "test acc", "train acc", "train − val", "val loss",
-       "test loss", f"{dense} max norm", "fraction at bound", "wall s"],
-      [[str(r.spec.labels["seed"]), r.spec.labels["variant"], md.number(r.get("val_accuracy")),
-        md.number(r.get("test_accuracy")), md.number(r.train_accuracy),
-        md.number(r.train_val_gap), md.number(r.get("val_loss"), ".4f"),
-        md.number(r.get("test_loss"), ".4f"), md.number(r.final_norm(DENSE, "max")),
-        md.number(_fraction(r)), md.number(r.get("total_seconds"), ".0f")] for r in done])
+  per_seed = columns_table([
+      Column("seed", lambda r: str(r.spec.labels["seed"])),
+      Column("variant", lambda r: r.spec.labels["variant"]), col.each(col.VAL_ACC),
+      col.each(col.TEST_ACC), col.each(col.TRAIN_ACC), col.each(col.GAP),
+      col.each(col.VAL_LOSS, ".4f"), col.each(col.TEST_LOSS, ".4f"),
+      col.each(col.dense_norm(dense)), col.each(col.FRACTION), col.each(col.WALL, ".0f"),
+  ], done)
   return [
       "Mean ± sample std over seeds. Train accuracy is the running mean over the last epoch's "
       "batches while training; \"train − val\" is it minus validation accuracy; \"fraction at "
@@ -125,16 +114,15 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
       f"steps.\n\n{summary}",
       "Paired by seed (the two arms of a seed share initialisation and batch order): the mean "
       "of the per-seed differences, with a 95% t interval on n − 1 degrees of freedom.\n\n"
-      + paired,
+      + paired_table,
       f"Per seed:\n\n{per_seed}"]
 
 
 def _activity(constrained: Sequence[RunResult], free: Sequence[RunResult]) -> list[str]:
   """Whether and when the constraint acted, and how far the free arm's norms grew."""
-  dense = dense_name([r.spec.config for r in [*constrained, *free]])
+  dense = dense_name([*constrained, *free])
   lines = []
-  bound_epochs = [[row["epoch"] for row in r.metrics if (row.get("fraction_at_bound") or 0) > 0]
-                  for r in constrained]
+  bound_epochs = [r.bound_epochs for r in constrained]
   total = sum(len(r.metrics) for r in constrained)
   if bound_epochs and not any(bound_epochs):
     lines.append(f"- The constraint never bound (fraction at bound 0 in every epoch of every "
@@ -149,38 +137,38 @@ def _activity(constrained: Sequence[RunResult], free: Sequence[RunResult]) -> li
         f"{total} epochs of the {len(constrained)} constrained runs ({len(firsts)} runs bound "
         f"at some epoch, first at epoch {firsts[0]}"
         + (f" to {firsts[-1]}" if firsts[-1] != firsts[0] else "")
-        + f"); in the last epoch, fraction at bound {md.mean_std(map(_fraction, constrained))}.")
+        + f"); in the last epoch, fraction at bound "
+          f"{mean_std(map(col.FRACTION.value, constrained))}.")
   ends = [n for n in (r.final_norm(DENSE, "max") for r in free) if n is not None]
   if ends:
     above = sum(n > C for n in ends)
     lines.append(f"- Without the constraint, {dense}'s largest neuron norm ended at "
-                 f"{md.mean_std(ends, '.2f')} (above c = {C:g} in {above} of {len(ends)} runs).")
+                 f"{mean_std(ends, '.2f')} (above c = {C:g} in {above} of {len(ends)} runs).")
   return lines
 
 
 def _reading(results: Sequence[RunResult]) -> str:
-  pairs = paired_results(results)
-  if len(pairs) < 2:
+  both = pairs(results)
+  if len(both) < 2:
     return "- Fewer than 2 complete pairs (same seed, both arms): no comparison yet."
-  free, constrained = [a for a, _ in pairs], [b for _, b in pairs]
+  free, constrained = [a for a, _ in both], [b for _, b in both]
   lines = _activity(constrained, free)
   lines.append(f"- Without the constraint, train accuracy (the last epoch's running mean) was "
-               f"{md.mean_std(r.train_accuracy for r in free)} against validation accuracy "
-               f"{md.mean_std(r.get('val_accuracy') for r in free)}: a train − val gap of "
-               f"{md.mean_std(r.train_val_gap for r in free)}.")
-  for label, value, spec in _PAIRED:
-    d = _difference(pairs, value)
+               f"{mean_std(r.train_accuracy for r in free)} against validation accuracy "
+               f"{mean_std(r.get('val_accuracy') for r in free)}: a train − val gap of "
+               f"{mean_std(r.train_val_gap for r in free)}.")
+  for label, d in differences(results).items():
     if d is None:
       continue
     verdict = ("the interval contains 0: no effect distinguishable from noise" if d.contains_zero
                else f"the interval excludes 0: {'higher' if d.mean > 0 else 'lower'} with the "
                     f"constraint")
-    lines.append(f"- {label}, with minus without: {d.mean:{spec}}, 95% interval "
-                 f"[{d.low:{spec}}, {d.high:{spec}}] over {d.n} seed pairs (t, {d.n - 1} "
+    lines.append(f"- {label}, with minus without: {d.mean:+.4f}, 95% interval "
+                 f"[{d.low:+.4f}, {d.high:+.4f}] over {d.n} seed pairs (t, {d.n - 1} "
                  f"degrees of freedom); {verdict}.")
-  deltas = [abs(b.get("val_accuracy") - a.get("val_accuracy")) for a, b in pairs
+  deltas = [abs(b.get("val_accuracy") - a.get("val_accuracy")) for a, b in both
             if a.get("val_accuracy") is not None and b.get("val_accuracy") is not None]
-  identical = [a.spec.labels["seed"] for a, b in pairs
+  identical = [a.spec.labels["seed"] for a, b in both
                if [a.get(k) for k in ("val_loss", "test_loss")]
                == [b.get(k) for k in ("val_loss", "test_loss")]]
   if deltas:
@@ -204,7 +192,7 @@ def _accuracy_by_seed(results: Sequence[RunResult], path: pathlib.Path, label: s
   for ax, (key, title) in zip(axes, quantities):
     def value(r: RunResult, key: str = key) -> float | None:
       return r.train_val_gap if key == "gap" else r.get(key)
-    for a, b in paired_results(results):
+    for a, b in pairs(results):
       if value(a) is not None and value(b) is not None:
         ax.plot([0, 1], [value(a), value(b)], color="gray", linewidth=0.7, alpha=0.6)
     for x, runs in enumerate(arms.values()):
@@ -248,7 +236,7 @@ def _constraint_acted(results: Sequence[RunResult], path: pathlib.Path, label: s
   """Per epoch, for every constrained run: the fraction of the dense layer's neurons at the
   bound, and its largest and mean neuron norm against c (grey: the runs without it)."""
   runs = [r for r in results if r.metrics]
-  dense = dense_name([r.spec.config for r in results])
+  dense = dense_name(results)
   fig, axes = plotting.subplots(2, (11, 3.8))
   free_label: str | None = "no constraint: max"  # One legend entry for all runs without it.
   for r in runs:

@@ -1,9 +1,10 @@
 """What an experiment is: its runs under a budget, its tables, reading and figures.
 
 Each experiment is one module (``e1_max_norm_vs_none.py``, ...) that defines
-``EXPERIMENT``, an :class:`Experiment`; :mod:`.registry` lists the modules.
-The shared machinery (:mod:`.sweep`, :mod:`.report`) only calls the fields
-below, so an experiment's design, tables and claim text live in its module.
+``EXPERIMENT``, an :class:`Experiment`, and its design per budget as
+:class:`Designs`; :mod:`.registry` lists the modules. The shared machinery
+(:mod:`.sweep`, :mod:`.report`) only calls the fields below, so an
+experiment's design, tables and claim text live in its module.
 """
 
 from __future__ import annotations
@@ -11,13 +12,27 @@ from __future__ import annotations
 import dataclasses
 import pathlib
 from collections.abc import Callable, Sequence
-from typing import NamedTuple
+from typing import Generic, NamedTuple, TypeVar
 
 from experiments.claims.budgets import Budget, Schedule
 from experiments.claims.results import RunResult
 from experiments.claims.runs import RunSpec
 
-__all__ = ["Experiment", "Plot"]
+__all__ = ["Designs", "Experiment", "Plot"]
+
+D = TypeVar("D")
+
+
+class Designs(dict[str, D], Generic[D]):
+  """An experiment's design (its seeds, settings, ...) per budget name, and ``default``
+  for every other budget; ``designs(budget)`` is the design of ``budget``."""
+
+  def __init__(self, default: D, per_budget: dict[str, D]):
+    super().__init__(per_budget)
+    self.default = default
+
+  def __call__(self, budget: Budget) -> D:
+    return self.get(budget.name, self.default)
 
 
 class Plot(NamedTuple):

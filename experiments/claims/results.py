@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import pathlib
 from collections.abc import Sequence
 from typing import Any
@@ -19,16 +20,21 @@ from experiments.cifar10.models import DENSE1_KERNEL
 from experiments.claims.host import read_host
 from experiments.claims.runs import RunSpec
 
-__all__ = ["DENSE", "LAYERS", "RunResult", "dense_name", "load_result", "row_norm"]
+__all__ = ["CHANCE_LOSS", "CONVS", "DENSE", "LAYERS", "RunResult", "dense_name", "largest_norm",
+           "load_result", "row_norm"]
 
 # The kernels of the article's network, as the pipeline names them in its norm stats.
 LAYERS = ("conv1/kernel", "conv2/kernel", "conv3/kernel", "dense1/kernel", "dense2/kernel")
 DENSE = DENSE1_KERNEL  # The hidden dense layer, where the article puts max_norm(3).
+CONVS = tuple(layer for layer in LAYERS if layer.startswith("conv"))
+CHANCE_LOSS = math.log(10)  # The loss of a uniform guess over CIFAR-10's 10 classes.
 
 
-def dense_name(configs: Config | Sequence[Config]) -> str:
-  """``Dense(1024)`` (the hidden dense layer, named by its width), or ``Dense(256/1024)``."""
-  configs = [configs] if isinstance(configs, Config) else configs
+def dense_name(of: Config | Sequence[Config | RunResult]) -> str:
+  """``Dense(1024)`` (the hidden dense layer, named by its width), or ``Dense(256/1024)``:
+  the dense layer of a config, or of configs or runs."""
+  items = [of] if isinstance(of, Config) else of
+  configs = [c.spec.config if isinstance(c, RunResult) else c for c in items]
   widths = sorted({c.dense_features for c in configs})
   return f"Dense({'/'.join(map(str, widths))})" if widths else "the dense layer"
 
@@ -36,6 +42,12 @@ def dense_name(configs: Config | Sequence[Config]) -> str:
 def row_norm(row: dict[str, Any], layer: str = DENSE, stat: str = "max") -> float | None:
   """``stat`` (``max`` or ``mean``) of ``layer``'s neuron norms in a metrics or step row."""
   return ((row.get("neuron_norms") or {}).get(layer) or {}).get(stat)
+
+
+def largest_norm(row: dict[str, Any], layers: Sequence[str]) -> float | None:
+  """The largest neuron norm among ``layers`` in a metrics or step row (None if none)."""
+  values = [n for n in (row_norm(row, layer) for layer in layers) if n is not None]
+  return max(values) if values else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -75,6 +87,28 @@ class RunResult:
   def last_epoch(self) -> dict[str, Any]:
     """The last row of ``metrics.jsonl`` ({} if none)."""
     return self.metrics[-1] if self.metrics else {}
+
+  @property
+  def bound_epochs(self) -> list[int]:
+    """The epochs in which the constraint bound: a neuron was at norm c after some step
+    (``fraction_at_bound`` > 0)."""
+    return [row["epoch"] for row in self.metrics if (row.get("fraction_at_bound") or 0) > 0]
+
+  @property
+  def bound(self) -> bool:
+    """Did the constraint bind, in any epoch? (If not, it changed no weight.)"""
+    return bool(self.bound_epochs)
+
+  @property
+  def losses(self) -> list[float | None]:
+    """The batch loss of each logged step (None where it was not finite)."""
+    return [row.get("loss") for row in self.steps]
+
+  @property
+  def last_logged_norms(self) -> dict[str, Any]:
+    """The last step row that measured neuron norms ({} if none: a diverged step that was
+    not a logged step measured none)."""
+    return next((row for row in reversed(self.steps) if row.get("neuron_norms")), {})
 
   def get(self, key: str) -> Any:
     """``summary[key]`` (None when incomplete or missing)."""

@@ -21,8 +21,9 @@ import jax  # noqa: E402
 import tensorflow_datasets as tfds  # noqa: E402
 from tensorflow_datasets.testing import mocking  # noqa: E402
 
-from experiments.cifar10 import get_config, train_and_evaluate  # noqa: E402
+from experiments.cifar10.configs import get_config  # noqa: E402
 from experiments.cifar10.distributed import initialize_distributed  # noqa: E402
+from experiments.cifar10.train import train_and_evaluate  # noqa: E402
 
 
 def main(argv):

@@ -17,7 +17,8 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2]))  # The repo
 import tensorflow_datasets as tfds  # noqa: E402
 from tensorflow_datasets.testing import mocking  # noqa: E402
 
-from experiments.cifar10 import get_config, train_and_evaluate  # noqa: E402
+from experiments.cifar10.configs import get_config  # noqa: E402
+from experiments.cifar10.train import train_and_evaluate  # noqa: E402
 
 
 def main(argv):

@@ -12,10 +12,11 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.cifar10 import CheckpointError, cli, get_config, train_and_evaluate
-from experiments.cifar10.__main__ import main
-from experiments.cifar10.checkpoints import CHECKSUMS, Checkpoints
-from experiments.cifar10.train import create_train_state
+from experiments.cifar10 import cli
+from experiments.cifar10.checkpoints import CHECKSUMS, CheckpointError, Checkpoints
+from experiments.cifar10.configs import get_config
+from experiments.cifar10.main import main
+from experiments.cifar10.train import create_train_state, train_and_evaluate
 
 
 def _fingerprint(directory: pathlib.Path) -> dict[str, str]:

@@ -12,8 +12,8 @@ import typing
 import pytest
 
 from experiments.cifar10 import cli
-from experiments.cifar10.__main__ import main
 from experiments.cifar10.configs import PRESETS, Config, choices, get_config
+from experiments.cifar10.main import main
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 

@@ -19,8 +19,8 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.cifar10 import get_config
 from experiments.cifar10.checkpoints import Checkpoints
+from experiments.cifar10.configs import get_config
 from experiments.cifar10.train import create_train_state
 
 WORKER = pathlib.Path(__file__).with_name("mock_run.py")

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 
 from experiments.cifar10 import array_cache, cifar10_archive, data_sources, input_pipeline, sharding
-from experiments.cifar10.__main__ import main
 from experiments.cifar10.configs import get_config
+from experiments.cifar10.main import main
 from tests.cifar10.fake_archives import tfds_order, write_cifar10_archive
 
 REPO = pathlib.Path(__file__).resolve().parents[2]

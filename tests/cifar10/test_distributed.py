@@ -17,9 +17,9 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.cifar10 import get_config, train_and_evaluate
 from experiments.cifar10.checkpoints import Checkpoints
-from experiments.cifar10.train import create_train_state
+from experiments.cifar10.configs import get_config
+from experiments.cifar10.train import create_train_state, train_and_evaluate
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 WORKER = pathlib.Path(__file__).with_name("distributed_worker.py")

@@ -10,9 +10,10 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.cifar10 import get_config, train, train_and_evaluate
+from experiments.cifar10 import train
 from experiments.cifar10.checkpoints import Checkpoints
-from experiments.cifar10.train import create_train_state
+from experiments.cifar10.configs import get_config
+from experiments.cifar10.train import create_train_state, train_and_evaluate
 
 REAL_DATA_DIR = pathlib.Path(__file__).resolve().parents[3] / "shared" / "tensorflow_datasets"
 LAYERS = {f"{n}/kernel" for n in ("conv1", "conv2", "conv3", "dense1", "dense2")}

@@ -4,7 +4,8 @@ import math
 
 import pytest
 
-from experiments.claims import BUDGETS
+from experiments.claims import e2_c_and_placement as e2
+from experiments.claims.budgets import BUDGETS
 from experiments.claims.e2_c_and_placement import EXPERIMENT as E2
 from experiments.claims.report import read_sections, render_report
 from experiments.claims.results import dense_name
@@ -12,6 +13,7 @@ from experiments.claims.results import dense_name
 PNG = b"\x89PNG\r\n\x1a\n"
 PROXY = BUDGETS["cpu-proxy"]
 DENSE = dense_name(PROXY.config("regular"))  # Dense(256) at the time of writing.
+TEST, GAP = (lambda r: r.get("test_accuracy")), (lambda r: r.train_val_gap)
 
 
 @pytest.mark.parametrize("budget, cs, seeds", [
@@ -46,30 +48,46 @@ def e2_runs(tmp_path, fabricate, results_of):
   return make
 
 
+def _settings(results):
+  return sorted({(r.spec.labels["c"], r.spec.labels["placement"]) for r in results
+                 if r.constrained})
+
+
 def test_report_compares_each_setting_with_no_constraint_of_the_same_seed(tmp_path, e2_runs):
-  path = render_report(E2, PROXY, e2_runs(), tmp_path / "out", command="c")
+  results = e2_runs()
+  path = render_report(E2, PROXY, results, tmp_path / "out", command="c")
   section = read_sections(path)["cpu-proxy"]
   assert "| ∞ | – | 3 | 0.510 ± 0.010 | 0.510 ± 0.010 | 0.490 ± 0.010 | – |" in section
-  # c = 1 on every kernel: differences -0.052, -0.048, -0.052 from c = ∞ (plus the wobble).
   assert "| 1 | every kernel | 3 |" in section
   assert f"| 1.5 | {DENSE} | cpu-proxy | 0 |" in section
   for name in ("accuracy_vs_c", "fraction_at_bound"):
     assert f"![{name}](cpu-proxy_{name}.png)" in section
     assert (path.parent / f"cpu-proxy_{name}.png").read_bytes()[:8] == PNG
-  assert "- test accuracy against c = ∞: the interval excludes 0 for c=1 on every kernel " \
-         "(lower:" in section
-  assert (f"- test accuracy against c = ∞ (paired by seed, 95% interval): no effect "
-          f"distinguishable from noise for c=1 on {DENSE}, c=1.5 on {DENSE}, c=1.5 on "
-          f"every kernel, c=2 on {DENSE}, c=2 on every kernel, c=3 on {DENSE}, c=3 on "
-          f"every kernel, c=4 on {DENSE}, c=4 on every kernel.") in section
-  assert (f"- The constraint bound (fraction at bound > 0 in some epoch) in: c=1 on {DENSE} "
-          f"(3 of 3 seeds), c=1 on every kernel (3 of 3 seeds), c=1.5 on {DENSE} (3 of 3 "
-          f"seeds)") in section
-  assert (f"- It never bound in: c=3 on {DENSE}, c=3 on every kernel, c=4 on {DENSE}, c=4 "
-          f"on every kernel; those runs changed no weight") in section
-  assert ("- 20 intervals at 95% are compared with 0 above, and 1 excludes it. With no "
-          "effect anywhere, about 1.0 would exclude 0 by chance alone") in section
-  assert "Where the gap change" not in section  # No gap interval excludes 0 here.
+  assert E2.reading(results) in section
+  # c = 1 on every kernel: differences -0.052 + 0.003, -0.048 - 0.003, -0.052 + 0.003
+  # (the drop of 0.05 ± 0.002 and the wobble of ± 0.003 by seed).
+  drop = e2.against_unconstrained(results, (1.0, "all"), TEST)
+  assert (drop.n, drop.mean) == (3, pytest.approx(-0.0497, abs=5e-5)) and drop.high < 0
+  assert "| 1 | every kernel | 3 | 0.510 ± 0.010 | 0.460 ± 0.010 |" in section
+  intervals = {(s, q): e2.against_unconstrained(results, s, value)
+               for s in _settings(results) for q, value in (("test", TEST), ("gap", GAP))}
+  assert len(intervals) == 20
+  assert [k for k, d in intervals.items() if not d.contains_zero] == [((1.0, "all"), "test")]
+  reading = E2.reading(results)
+  assert "20 intervals at 95% are compared with 0 above, and 1 excludes it" in reading
+  assert "about 1.0 would exclude 0 by chance alone" in reading
+  assert "Where the gap change" not in reading  # No gap interval excludes 0 here.
+
+
+def test_the_reading_says_where_the_constraint_bound(e2_runs):
+  results = e2_runs()
+  bound = {s: [r.bound for r in results if r.complete and
+               (r.spec.labels["c"], r.spec.labels["placement"]) == s] for s in _settings(results)}
+  assert bound == {s: [s[0] <= 2] * 3 for s in _settings(results)}  # c <= 2 binds.
+  reading = E2.reading(results)
+  assert f"c=1 on {DENSE} (3 of 3 seeds), c=1 on every kernel (3 of 3 seeds)" in reading
+  assert (f"never bound in: c=3 on {DENSE}, c=3 on every kernel, c=4 on {DENSE}, c=4 on every "
+          f"kernel;") in reading
 
 
 def test_a_gap_that_shrinks_is_traced_to_train_or_validation_accuracy(tmp_path, fabricate,
@@ -80,14 +98,16 @@ def test_a_gap_that_shrinks_is_traced_to_train_or_validation_accuracy(tmp_path, 
     train = 0.8 + 0.01 * (-1) ** seed if (c, placement) == (1.0, "dense1") else 1.0
     fabricate(r.workdir, r.spec, val=0.5 + 0.01 * seed, test=0.5 + 0.01 * seed, train=train,
               bound=0.5)
-  path = render_report(E2, PROXY, results_of(E2, PROXY, tmp_path / "runs"), tmp_path / "out",
-                       command="c")
-  section = read_sections(path)["cpu-proxy"]
-  assert f"- train − val gap against c = ∞: the interval excludes 0 for c=1 on {DENSE} " \
-         "(lower: -0.197" in section
-  assert (f"- Where the gap change of c=1 on {DENSE} comes from, against c = ∞: train "
-          f"accuracy -0.197 [") in section
-  assert "validation accuracy +0.000 [+0.000, +0.000]." in section
+  results = results_of(E2, PROXY, tmp_path / "runs")
+  gap = e2.against_unconstrained(results, (1.0, "dense1"), GAP)
+  train = e2.against_unconstrained(results, (1.0, "dense1"), lambda r: r.train_accuracy)
+  val = e2.against_unconstrained(results, (1.0, "dense1"), lambda r: r.get("val_accuracy"))
+  assert gap.mean == pytest.approx(-0.2 + 0.01 / 3) and not gap.contains_zero
+  assert train.mean == pytest.approx(gap.mean) and (val.mean, val.low, val.high) == (0, 0, 0)
+  reading = E2.reading(results)
+  assert f"Where the gap change of c=1 on {DENSE} comes from" in reading
+  assert "train accuracy -0.197 [" in reading and "validation accuracy +0.000 [+0.000, +0.000]" in (
+      reading)
 
 
 def test_one_seed_reads_against_the_binomial_noise_of_the_test_set(tmp_path, fabricate,
@@ -95,13 +115,13 @@ def test_one_seed_reads_against_the_binomial_noise_of_the_test_set(tmp_path, fab
   cpu = BUDGETS["cpu"]
   for r in results_of(E2, cpu, tmp_path / "runs"):
     fabricate(r.workdir, r.spec, val=0.4, test=0.4, bound=1.0 if r.spec.labels["c"] == 1 else 0)
-  reading = E2.reading(results_of(E2, cpu, tmp_path / "runs"))
-  # sqrt(0.4 * 0.6 / 1000) = 0.0155.
-  assert reading.startswith("- One seed per setting: on 1,000 test images an accuracy near "
-                            "0.40 has a binomial standard error of about 0.015, so differences "
-                            "below about 0.031 are within noise.")
-  assert "- The constraint bound (fraction at bound > 0 in some epoch) in: c=1 on " \
-         "Dense(1024), c=1 on every kernel." in reading
+  results = results_of(E2, cpu, tmp_path / "runs")
+  n, p, se = e2.binomial_noise(results)
+  assert (n, p) == (1000, pytest.approx(0.4)) and se == pytest.approx(0.0155, abs=5e-5)
+  reading = E2.reading(results)
+  assert "on 1,000 test images an accuracy near 0.40" in reading
+  assert "standard error of about 0.015, so differences below about 0.031" in reading
+  assert "in some epoch) in: c=1 on Dense(1024), c=1 on every kernel." in reading
 
 
 def test_incomplete_runs_are_listed_not_tabled(tmp_path, fabricate, results_of):
@@ -114,6 +134,4 @@ def test_incomplete_runs_are_listed_not_tabled(tmp_path, fabricate, results_of):
   assert "Runs complete:** 1 of 9; not run yet: adam-lr0.0001-none-seed0, " \
          "adam-lr0.0001-c1-all-seed0" in section
   assert "| 1 | Dense(1024) | cpu | 0 | 0.300 | 0.310 |" in section
-  assert "The constraint bound (fraction at bound > 0 in some epoch) in: c=1 on " \
-         "Dense(1024)." in section
-  assert "It never bound" not in section
+  assert "in some epoch) in: c=1 on Dense(1024)." in section and "It never bound" not in section

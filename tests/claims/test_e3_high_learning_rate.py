@@ -2,12 +2,13 @@
 
 import pytest
 
-from experiments.claims import BUDGETS
 from experiments.claims import e3_high_learning_rate as e3_module
+from experiments.claims.arms import DENSE_ONLY, EVERY_KERNEL, NONE, arm_of
+from experiments.claims.budgets import BUDGETS
 from experiments.claims.e3_high_learning_rate import EXPERIMENT as E3
 from experiments.claims.e3_high_learning_rate import blew_up, failed, stuck_at_chance
 from experiments.claims.report import read_sections, render_report
-from experiments.claims.results import RunResult, dense_name
+from experiments.claims.results import RunResult, dense_name, row_norm
 
 PNG = b"\x89PNG\r\n\x1a\n"
 PROXY = BUDGETS["cpu-proxy"]
@@ -97,23 +98,40 @@ def test_report_counts_failures_per_setting_and_arm_and_plots_curves(tmp_path, e
   assert "| 0.100 | 0.400 | 0.400 | 3 | 1.5 |" in section  # The dense layer: 0.3 x 10.
   for name in ("loss_accuracy", "max_neuron_norms", "mean_neuron_norms"):
     assert (path.parent / f"cpu-proxy_{name}.png").read_bytes()[:8] == PNG
+  assert E3.reading(e3_runs) in section
 
 
-def test_reading_compares_the_arms_setting_by_setting(e3_runs):
+def _cell(results, setting, arm):
+  return e3_module.grid(results)[2][setting, arm]
+
+
+def test_failures_are_counted_and_tested_setting_by_setting(e3_runs):
+  settings, arms, cells = e3_module.grid(e3_runs)
+  assert arms == [NONE, DENSE_ONLY] and settings[0] == ("adam", 1e-3)
+  counts = {(s, a): e3_module.failures(cells[s, a]) for s in settings for a in arms}
+  assert counts[("sgd", 0.3), NONE] == (3, 3, 0) and counts[("sgd", 0.3), DENSE_ONLY] == (3, 0, 0)
+  assert counts[("adam", 1e-2), NONE] == counts[("adam", 1e-2), DENSE_ONLY] == (3, 0, 3)
+  assert {c.failed for s, c in counts.items() if s[0] not in (("sgd", 0.3), ("adam", 1e-2))} == {0}
+  p = e3_module.failure_p(cells[("sgd", 0.3), NONE], cells[("sgd", 0.3), DENSE_ONLY])
+  assert p == pytest.approx(0.1)  # 3 of 3 against 0 of 3: 2 / C(6, 3).
   reading = E3.reading(e3_runs)
-  assert reading.startswith(f"- none: 3 of 15 diverged (NaN/inf), 3 stuck at chance, 0 blew "
-                            f"up; max_norm(3), {DENSE}: 0 of 15 diverged (NaN/inf), 3 stuck "
-                            f"at chance, 0 blew up.")
-  assert (f"- sgd 0.3: failed without the constraint 3 of 3 (3 NaN, 0 at chance), with "
-          f"max_norm(3), {DENSE} 0 of 3 (0 NaN, 0 at chance); Fisher's exact test, two-sided "
-          f"p = 0.10: not distinguishable from noise at this number of seeds.") in reading
-  assert (f"- The same share of runs failed without the constraint and with max_norm(3), "
-          f"{DENSE} for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (3 of 3), sgd 0.1 "
-          f"(0 of 3); no effect on failure.") in reading
-  assert (f"- {DENSE}'s largest neuron norm at the last logged step (c = 3): none 5 to 10; "
-          f"max_norm(3), {DENSE} 3.") in reading
-  assert (f"- The convolutions' largest neuron norm at the last logged step (c = 3): none 1.5; "
-          f"max_norm(3), {DENSE} 1.5.") in reading
+  assert "- none: 3 of 15 diverged (NaN/inf), 3 stuck at chance, 0 blew up;" in reading
+  assert f"{DENSE}: 0 of 15 diverged (NaN/inf), 3 stuck at chance, 0 blew up." in reading
+  assert "- sgd 0.3: failed without the constraint 3 of 3 (3 NaN, 0 at chance)" in reading
+  assert "p = 0.10: not distinguishable from noise" in reading
+  assert ("for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (3 of 3), sgd 0.1 (0 of 3); "
+          "no effect on failure.") in reading
+
+
+def test_the_reading_ranges_each_arms_last_logged_norms(e3_runs):
+  last = {arm: sorted({row_norm(r.last_logged_norms) for r in e3_runs if arm_of(r) == arm})
+          for arm in (NONE, DENSE_ONLY)}
+  # Free: 0.5 x 10 steps (adam 1e-2: 1.0 x 10), and 2.0 x 4 where step 5 diverged;
+  # constrained: 0.3 x 10.
+  assert last == {NONE: [5.0, 8.0, 10.0], DENSE_ONLY: [3.0]}
+  reading = E3.reading(e3_runs)
+  assert f"at the last logged step (c = 3): none 5 to 10; max_norm(3), {DENSE} 3." in reading
+  assert f"none 1.5; max_norm(3), {DENSE} 1.5." in reading  # The convolutions'.
 
 
 def test_reading_compares_each_constrained_arm_with_no_constraint(tmp_path, fabricate,
@@ -129,16 +147,14 @@ def test_reading_compares_each_constrained_arm_with_no_constraint(tmp_path, fabr
     else:
       fabricate(r.workdir, r.spec, val=0.4, test=0.4,
                 steps=step_rows(10, 0.1, dense1=0.3 if r.constrained else 0.5))
-  reading = E3.reading(results_of(E3, PROXY, tmp_path / "runs"))
-  assert reading.startswith(f"- none: 0 of 15 diverged (NaN/inf), 3 stuck at chance, 0 blew "
-                            f"up; max_norm(3), {DENSE}: 0 of 15 diverged (NaN/inf), 3 stuck at "
-                            f"chance, 0 blew up; max_norm(3), every kernel: 0 of 15 diverged "
-                            f"(NaN/inf), 0 stuck at chance, 0 blew up.")
+  results = results_of(E3, PROXY, tmp_path / "runs")
+  sgd = {arm: _cell(results, ("sgd", 0.3), arm) for arm in (NONE, DENSE_ONLY, EVERY_KERNEL)}
+  assert [e3_module.failures(runs).chance for runs in sgd.values()] == [3, 3, 0]
+  assert e3_module.failure_p(sgd[NONE], sgd[EVERY_KERNEL]) == pytest.approx(0.1)
+  assert e3_module.failure_p(sgd[NONE], sgd[DENSE_ONLY]) == 1.0
+  reading = E3.reading(results)
+  assert "max_norm(3), every kernel: 0 of 15 diverged (NaN/inf), 0 stuck at chance" in reading
   assert ("- sgd 0.3: failed without the constraint 3 of 3 (0 NaN, 3 at chance), with "
-          "max_norm(3), every kernel 0 of 3 (0 NaN, 0 at chance); Fisher's exact test, "
-          "two-sided p = 0.10: not distinguishable from noise") in reading
-  assert (f"- The same share of runs failed without the constraint and with max_norm(3), "
-          f"{DENSE} for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (0 of 3), sgd 0.1 "
-          f"(0 of 3), sgd 0.3 (3 of 3); no effect on failure.") in reading
-  assert (f"{DENSE}'s largest neuron norm at the last logged step (c = 3): none 5 to 10; "
-          f"max_norm(3), {DENSE} 3; max_norm(3), every kernel 3.") in reading
+          "max_norm(3), every kernel 0 of 3 (0 NaN, 0 at chance)") in reading
+  assert f"{DENSE} for: adam 0.001 (0 of 3), adam 0.003 (0 of 3), adam 0.01 (0 of 3)" in reading
+  assert "; max_norm(3), every kernel 3." in reading

@@ -6,8 +6,10 @@ import types
 
 import pytest
 
-from experiments.claims import BUDGETS, EXPERIMENTS, Experiment, registry
-from experiments.claims.registry import MODULES, get_experiment
+from experiments.claims import registry
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.experiment import Experiment
+from experiments.claims.registry import EXPERIMENTS, MODULES, get_experiment
 from experiments.claims.report import read_sections, render_report
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "results"

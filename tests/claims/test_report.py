@@ -9,8 +9,10 @@ import shlex
 
 import pytest
 
+from experiments import plotting
 from experiments.cifar10 import cli
-from experiments.claims import BUDGETS, Experiment, Plot, plotting
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.experiment import Experiment, Plot
 from experiments.claims.report import read_sections, render_report
 from experiments.claims.runs import make_run
 

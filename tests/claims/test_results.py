@@ -1,7 +1,8 @@
 """Reading a run back: None-safe accessors for incomplete and diverged runs."""
 
 from experiments.cifar10.configs import get_config
-from experiments.claims import BUDGETS, EXPERIMENTS
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.results import dense_name, load_result, row_norm
 
 

@@ -6,7 +6,8 @@ import pytest
 
 from experiments.cifar10 import cli
 from experiments.cifar10.configs import get_config
-from experiments.claims import BUDGETS, EXPERIMENTS
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.runs import make_run, run_name
 
 

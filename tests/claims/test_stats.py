@@ -5,12 +5,7 @@ import statistics
 
 import pytest
 
-from experiments.claims.stats import (
-    fisher_exact,
-    paired_difference,
-    t_cdf_two_sided,
-    t_critical,
-)
+from experiments.claims.stats import fisher_exact, interval, paired_difference
 
 # Two-sided 95% critical values of Student's t (any t table).
 T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.228,
@@ -18,15 +13,20 @@ T_TABLE = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 9: 2.262, 10: 2.22
 
 
 @pytest.mark.parametrize("df, value", sorted(T_TABLE.items()))
-def test_t_critical_matches_the_table(df, value):
-  assert t_critical(df) == pytest.approx(value, abs=5e-4)
+def test_the_interval_uses_the_t_tables_critical_value(df, value):
+  diffs = [0.01 * (i % 3) for i in range(df + 1)]  # n = df + 1 pairs.
+  d = paired_difference([(0.5, 0.5 + x) for x in diffs])
+  se = statistics.stdev(diffs) / math.sqrt(df + 1)
+  assert d.n == df + 1 and d.mean == pytest.approx(statistics.mean(diffs))
+  assert (d.high - d.low) / 2 / se == pytest.approx(value, abs=5e-4)
 
 
-def test_t_cdf_is_the_cauchy_at_one_degree_and_approaches_the_normal():
-  assert t_cdf_two_sided(1.0, 1) == pytest.approx(0.5)  # 2 atan(1) / pi.
-  assert t_cdf_two_sided(0.0, 7) == 0.0
-  assert t_critical(10_000) == pytest.approx(1.96, abs=1e-3)
-  assert t_critical(4, 0.99) == pytest.approx(4.604, abs=5e-4)
+def test_a_99_percent_interval_is_wider():
+  pairs = [(0.5, 0.52), (0.5, 0.51), (0.5, 0.53), (0.5, 0.50), (0.5, 0.52)]
+  wide, narrow = paired_difference(pairs, 0.99), paired_difference(pairs)
+  se = statistics.stdev(b - a for a, b in pairs) / math.sqrt(5)
+  assert (wide.high - wide.low) / 2 / se == pytest.approx(4.604, abs=5e-4)
+  assert wide.low < narrow.low and wide.confidence == 0.99
 
 
 def test_paired_difference_is_the_mean_difference_with_a_t_interval():
@@ -38,6 +38,12 @@ def test_paired_difference_is_the_mean_difference_with_a_t_interval():
   assert (d.low, d.high) == pytest.approx((0.013 - half, 0.013 + half), abs=1e-5)
   assert not d.contains_zero
   assert paired_difference([(0.5, 0.51), (0.5, 0.49)]).contains_zero
+  assert interval(d) == "+0.013 [+0.005, +0.021]" and interval(None) == "–"
+
+
+def test_equal_differences_give_a_zero_width_interval():
+  d = paired_difference([(0.5, 0.52)] * 3)
+  assert d.low == pytest.approx(0.02) and d.high == pytest.approx(0.02)
 
 
 def test_fewer_than_two_pairs_give_no_interval():
@@ -54,7 +60,7 @@ def test_fisher_exact_matches_published_values(counts, p):
 
 
 def test_bad_inputs_are_clear_errors():
-  with pytest.raises(ValueError, match="df must be an integer >= 1"):
-    t_critical(0)
+  with pytest.raises(ValueError, match="confidence must be in"):
+    paired_difference([(0.5, 0.6), (0.5, 0.7)], 1.0)
   with pytest.raises(ValueError, match="hits <= total"):
     fisher_exact(4, 3, 0, 3)

@@ -7,10 +7,10 @@ import pathlib
 import pytest
 
 from experiments.cifar10 import records
-from experiments.claims import EXPERIMENTS, RunConflictError, run_sweep
+from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import render_report
 from experiments.claims.results import load_result
-from experiments.claims.sweep import plan_sweep, workdir_of
+from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep, workdir_of
 
 
 class FakeTrain:

@@ -1,7 +1,9 @@
-"""What every figure shares: the Agg backend, the title, saving, one curve.
+"""What every figure of a results page shares: a row of panels, the title, saving, a curve.
 
-The experiments' own figures live in their modules; they draw through
-:func:`subplots` and :func:`save`, so no display is ever needed.
+Figures are :class:`matplotlib.figure.Figure` objects drawn straight to PNG
+(no pyplot, so no backend or display is ever chosen); the experiments' own
+figures live in their modules and draw through :func:`subplots` and
+:func:`save`.
 """
 
 from __future__ import annotations
@@ -11,29 +13,27 @@ import textwrap
 from collections.abc import Sequence
 from typing import Any
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402  (after choosing the backend)
+from matplotlib.figure import Figure
 
 __all__ = ["curve", "legend", "save", "subplots"]
 
 
-def subplots(ncols: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Any, Any]:
-  """``plt.subplots(1, ncols, ...)`` with a constrained layout."""
-  return plt.subplots(1, ncols, figsize=figsize, layout="constrained", **kwargs)
+def subplots(ncols: int, figsize: tuple[float, float], **kwargs: Any) -> tuple[Figure, Any]:
+  """A figure of ``ncols`` panels side by side, with a constrained layout (as
+  ``pyplot.subplots(1, ncols, ...)``)."""
+  fig = Figure(figsize=figsize, layout="constrained")
+  return fig, fig.subplots(1, ncols, **kwargs)
 
 
-def save(fig: Any, path: str | pathlib.Path, title: str) -> pathlib.Path:
-  """Titles ``fig`` (wrapped to its width, so it never runs over the panels), writes it
-  as a PNG to ``path`` and closes it."""
+def save(fig: Figure, path: str | pathlib.Path, title: str) -> pathlib.Path:
+  """Titles ``fig`` (wrapped to its width, so it never runs over the panels) and writes it
+  as a PNG to ``path``."""
   width = max(40, int(fig.get_figwidth() * 14))  # Characters of 9-point text per line.
   fig.suptitle("\n".join(textwrap.fill(line, width) for line in title.split("\n")),
                fontsize=9)
   path = pathlib.Path(path)
   path.parent.mkdir(parents=True, exist_ok=True)
   fig.savefig(path, dpi=110, bbox_inches="tight")
-  plt.close(fig)
   return path
 
 

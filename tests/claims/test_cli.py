@@ -6,8 +6,9 @@ import shutil
 
 import pytest
 
-from experiments.claims import BUDGETS, EXPERIMENTS
-from experiments.claims.__main__ import main
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.cli import main
+from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import read_sections
 
 RESULTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "results"

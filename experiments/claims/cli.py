@@ -1,0 +1,102 @@
+"""The command ``python -m experiments.claims {e1,e2,e3} --budget cpu --data-dir D``.
+
+Trains the experiment's runs that are not complete yet (one at a time,
+resuming partial ones), deletes complete runs' checkpoints unless
+``--keep-checkpoints``, and (re)writes the budget's section of
+``experiments/results/<slug>/results.md`` and its plots from every complete
+run. ``--report-only`` skips training; with no complete run on this machine it
+keeps the section already there.
+Bad flags exit with code 2; a run directory holding another config, missing
+data or an unusable checkpoint exit with code 1 and a message. (``__main__.py``
+chooses the malloc, then calls :func:`main`.)
+"""
+
+from __future__ import annotations
+
+import argparse
+import shlex
+import sys
+from collections.abc import Sequence
+
+from experiments.cifar10.checkpoints import CheckpointError
+from experiments.cifar10.input_pipeline import DataUnavailableError
+from experiments.cifar10.train import WorkdirError
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.registry import EXPERIMENTS
+from experiments.claims.report import render_report
+from experiments.claims.results import load_result
+from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep
+
+__all__ = ["build_parser", "main"]
+
+DEFAULT_RUNS_DIR = "runs/claims"
+DEFAULT_RESULTS_DIR = "experiments/results"
+
+
+def _positive_int(text: str) -> int:
+  try:
+    value = int(text)
+  except ValueError:
+    raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+  if value < 1:
+    raise argparse.ArgumentTypeError(f"must be >= 1, got {text!r}")
+  return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+  p = argparse.ArgumentParser(
+      prog="python -m experiments.claims",
+      description="Run one experiment on the article's max-norm claims and write its report.")
+  p.add_argument("experiment", choices=sorted(EXPERIMENTS),
+                 help="; ".join(f"{k}: {e.title}" for k, e in EXPERIMENTS.items()))
+  p.add_argument("--budget", choices=sorted(BUDGETS), required=True,
+                 help="; ".join(f"{k}: {b.describe('regular')}" for k, b in BUDGETS.items()))
+  p.add_argument("--data-dir", dest="data_dir",
+                 help="a tfds-prepared copy of CIFAR-10, passed to every run (default: the "
+                      "runs' own default, see python -m experiments.cifar10 --help)")
+  p.add_argument("--runs-dir", dest="runs_dir", default=DEFAULT_RUNS_DIR,
+                 help=f"where runs are trained (default: {DEFAULT_RUNS_DIR}; keep it out of git)")
+  p.add_argument("--results-dir", dest="results_dir", default=DEFAULT_RESULTS_DIR,
+                 help=f"where results.md and plots go (default: {DEFAULT_RESULTS_DIR})")
+  p.add_argument("--keep-checkpoints", action="store_true",
+                 help="keep complete runs' checkpoints (about 1 GB each; default: delete)")
+  p.add_argument("--max-runs", dest="max_runs", type=_positive_int, metavar="N",
+                 help="train at most N runs, then render the report (default: all)")
+  p.add_argument("--report-only", action="store_true",
+                 help="train nothing; re-render the report from the complete runs (a budget "
+                      "with none here keeps its section)")
+  return p
+
+
+def _command(args: argparse.Namespace) -> str:
+  """The sweep command as a reader would type it (without --report-only)."""
+  words = ["python", "-m", "experiments.claims", args.experiment, "--budget", args.budget]
+  if args.data_dir:
+    words += ["--data-dir", args.data_dir]
+  if args.runs_dir != DEFAULT_RUNS_DIR:
+    words += ["--runs-dir", args.runs_dir]
+  if args.results_dir != DEFAULT_RESULTS_DIR:
+    words += ["--results-dir", args.results_dir]
+  return shlex.join(words)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+  args = build_parser().parse_args(argv)
+  experiment, budget = EXPERIMENTS[args.experiment], BUDGETS[args.budget]
+  try:
+    if args.report_only:
+      plan = plan_sweep(experiment, budget, args.runs_dir)
+    else:
+      plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
+                       keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs)
+  except (RunConflictError, DataUnavailableError, CheckpointError, WorkdirError) as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
+  except KeyboardInterrupt:
+    print("\ninterrupted; run the same command again to resume", file=sys.stderr)
+    return 130
+  results = [load_result(run.spec, run.workdir) for run in plan]
+  path = render_report(experiment, budget, results, args.results_dir, command=_command(args),
+                       data_dir=args.data_dir)
+  print(f"{sum(r.complete for r in results)} of {len(results)} runs complete; report: {path}")
+  return 0
