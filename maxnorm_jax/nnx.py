@@ -22,7 +22,13 @@ from typing import Any
 
 import jax
 import optax
-from flax import nnx
+
+try:
+  from flax import nnx
+except ModuleNotFoundError as error:
+  raise ModuleNotFoundError(
+      "maxnorm_jax.nnx needs Flax NNX (flax>=0.12.1), which is not installed; "
+      "install it with: pip install 'maxnorm-jax[nnx]'", name=error.name) from error
 
 from maxnorm_jax import _transforms
 from maxnorm_jax._selection import path_to_str
@@ -84,7 +90,7 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
       constraints, or a declaration is malformed.
 
   Examples:
-    >>> import jax.numpy as jnp, optax
+    >>> import jax, jax.numpy as jnp, optax
     >>> from flax import nnx
     >>> import maxnorm_jax as mnj
     >>> class MLP(nnx.Module):

@@ -13,8 +13,26 @@ if "xla_force_host_platform_device_count" not in os.environ.get("XLA_FLAGS", "")
 
 
 import functools  # noqa: E402 -- after the environment set-up above
+import pathlib  # noqa: E402
 
 import pytest  # noqa: E402
+
+
+def pytest_report_header(config):
+  import maxnorm_jax  # noqa: PLC0415 -- after the environment set-up above
+
+  return f"maxnorm_jax {maxnorm_jax.__version__} from {pathlib.Path(maxnorm_jax.__file__).parent}"
+
+
+def pytest_sessionstart(session):
+  """With MAXNORM_TEST_INSTALLED=1 (CI's runs against the wheel), refuse to test any
+  maxnorm_jax but an installed one: a source tree on sys.path would shadow the wheel."""
+  if os.environ.get("MAXNORM_TEST_INSTALLED") == "1":
+    import maxnorm_jax  # noqa: PLC0415
+
+    where = pathlib.Path(maxnorm_jax.__file__).resolve()
+    if "site-packages" not in where.parts:
+      raise pytest.UsageError(f"MAXNORM_TEST_INSTALLED=1, but maxnorm_jax comes from {where}")
 
 
 @pytest.fixture(scope="session", autouse=True)

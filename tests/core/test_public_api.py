@@ -28,6 +28,7 @@ def test_every_public_name_imports():
 
 
 def test_optional_submodules_load_on_first_use():
+  pytest.importorskip("flax")
   code = ("import sys, maxnorm_jax as mnj; before = 'flax' in sys.modules; "
           "tx = mnj.nnx.constraints_from; print(before, 'flax' in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
@@ -35,6 +36,15 @@ def test_optional_submodules_load_on_first_use():
   assert out == "False True"
   with pytest.raises(AttributeError, match="has no attribute 'flax'"):
     mnj.flax  # noqa: B018
+
+
+def test_nnx_without_flax_says_how_to_install_it():
+  code = ("import sys; sys.modules['flax'] = None; import maxnorm_jax as mnj; "
+          "mnj.nnx")  # None in sys.modules: `import flax` fails as if it were not installed
+  run = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+  assert run.returncode == 1
+  assert "ModuleNotFoundError" in run.stderr
+  assert "pip install 'maxnorm-jax[nnx]'" in run.stderr.splitlines()[-1]
 
 
 def test_core_imports_only_jax_and_optax():
