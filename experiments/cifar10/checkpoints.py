@@ -15,10 +15,14 @@ cost one read of the files per save and per resume (about 1 s for the
 article's 1 GB checkpoint). The save therefore waits for Orbax to finish,
 which costs a few seconds per epoch.
 
-A checkpoint written before checksums existed has no ``sha256.json``; it is
-restored with a warning that it could not be verified. Once a workdir holds a
-checksummed checkpoint it also holds a marker file, and from then on a missing
-``sha256.json`` is an error.
+Before its first save, a workdir gets a marker file, ``CHECKSUMMED``. In a
+workdir with the marker, a committed checkpoint without ``sha256.json`` is a
+save that did not finish (the process died between Orbax's commit and the
+checksums): :func:`set_aside_unfinished` moves it to
+``<workdir>/unverified_checkpoints/`` (nothing is deleted), and the run
+resumes from the newest checkpoint before it. A checkpoint written before
+checksums existed (no marker) is restored with a warning that it could not be
+verified. Checksums that exist and fail are an error.
 """
 
 from __future__ import annotations
@@ -36,10 +40,11 @@ import orbax.checkpoint as ocp
 
 from experiments.cifar10 import configs, distributed
 
-__all__ = ["CHECKSUMS", "CheckpointError", "Checkpoints"]
+__all__ = ["CHECKSUMS", "CheckpointError", "Checkpoints", "set_aside_unfinished"]
 
 CHECKSUMS = "sha256.json"  # In each checkpoint: {relative file path: sha256 hex digest}.
-_MARKER = "CHECKSUMMED"  # In the checkpoints directory: every checkpoint has CHECKSUMS.
+_MARKER = "CHECKSUMMED"  # In the checkpoints directory: every checkpoint gets CHECKSUMS.
+UNVERIFIED = "unverified_checkpoints"  # Beside the checkpoints directory: unfinished saves.
 _CHUNK = 1 << 22
 
 
@@ -99,10 +104,11 @@ class Checkpoints:
     """Saves ``state`` as the checkpoint of ``epoch``, then its checksums.
 
     Returns once the checkpoint is committed and checksummed, so a crash at
-    any point leaves either the previous checkpoints only, or a verifiable one
-    (a committed checkpoint whose checksums were not written yet is refused on
-    resume, and the one before it can be used).
+    any point leaves either the previous checkpoints only, or a verifiable one,
+    or a committed one without checksums, which a resume sets aside
+    (:func:`set_aside_unfinished`).
     """
+    self._mark()
     self._manager.save(epoch, args=ocp.args.Composite(
         state=ocp.args.StandardSave(state),
         config=ocp.args.JsonSave(config.to_json()),
@@ -111,10 +117,14 @@ class Checkpoints:
     self._write_checksums(epoch)
 
   @distributed.primary_only
+  def _mark(self) -> None:
+    self.directory.mkdir(parents=True, exist_ok=True)
+    (self.directory / _MARKER).touch()
+
+  @distributed.primary_only
   def _write_checksums(self, epoch: int) -> None:
     step_dir = self._step_dir(epoch)
     sums = {name: _sha256(path) for name, path in _files(step_dir).items()}
-    (self.directory / _MARKER).touch()
     fd, tmp = tempfile.mkstemp(dir=step_dir, prefix=f".{CHECKSUMS}.")
     with os.fdopen(fd, "w") as f:
       json.dump(sums, f, indent=1, sort_keys=True)
@@ -135,8 +145,8 @@ class Checkpoints:
     listing = step_dir / CHECKSUMS
     if not listing.exists():
       if (self.directory / _MARKER).exists():
-        raise self._damaged(epoch, f"its {CHECKSUMS} is missing, so its files cannot be "
-                                   f"verified")
+        raise self._damaged(epoch, f"its {CHECKSUMS} is missing (set unfinished saves aside "
+                                   f"with set_aside_unfinished first)")
       print(f"warning: the checkpoint of epoch {epoch} has no {CHECKSUMS} (it was written "
             f"before checkpoints were checksummed), so it is restored unverified.",
             file=sys.stderr, flush=True)
@@ -208,3 +218,28 @@ class Checkpoints:
     """Waits for pending saves, then releases the manager."""
     self._manager.wait_until_finished()
     self._manager.close()
+
+
+@distributed.primary_only
+def set_aside_unfinished(directory: str | pathlib.Path) -> list[pathlib.Path]:
+  """Moves the checkpoints in ``directory`` whose save did not finish (committed by Orbax,
+  but without their checksums, in a checksummed workdir) to ``unverified_checkpoints/``
+  beside it, and says so in one line each; returns where they went. Deletes nothing."""
+  directory = pathlib.Path(directory)
+  if not (directory / _MARKER).exists():
+    return []
+  moved = []
+  for step_dir in sorted(directory.iterdir(), key=lambda p: p.name):
+    if not (step_dir.name.isdigit() and step_dir.is_dir()) or (step_dir / CHECKSUMS).exists():
+      continue
+    aside = directory.parent / UNVERIFIED / step_dir.name
+    n = 1
+    while aside.exists():
+      aside, n = directory.parent / UNVERIFIED / f"{step_dir.name}.{n}", n + 1
+    aside.parent.mkdir(exist_ok=True)
+    os.replace(step_dir, aside)
+    print(f"The checkpoint of epoch {step_dir.name} has no {CHECKSUMS}: its save did not "
+          f"finish. It was moved, unverified, to {aside}; resuming from the checkpoint "
+          f"before it.", file=sys.stderr, flush=True)
+    moved.append(aside)
+  return moved

@@ -34,6 +34,7 @@ class Invocation(NamedTuple):
     config: the training config (the preset with the flags applied).
     workdir: the output directory.
     resume: continue from the last checkpoint in ``workdir``.
+    overwrite: replace the run that ``workdir`` holds.
     distributed: the arguments of ``distributed.initialize_distributed``, or
       None when ``--distributed`` is not given.
   """
@@ -41,6 +42,7 @@ class Invocation(NamedTuple):
   workdir: str
   resume: bool
   distributed: dict[str, Any] | None
+  overwrite: bool = False
 
 
 def flag_of(field: str) -> str:
@@ -85,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="starting configuration (default: article)")
   p.add_argument("--workdir", required=True,
                  help="output directory: config.json, metrics.jsonl, summary.json, checkpoints/")
-  p.add_argument("--resume", action="store_true", default=False,
-                 help="continue from the last checkpoint in --workdir")
+  run = p.add_mutually_exclusive_group()
+  run.add_argument("--resume", action="store_true", default=False,
+                   help="continue from the last checkpoint in --workdir")
+  run.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace the run that --workdir holds (kept until this one finishes)")
   groups: dict[str, argparse._ArgumentGroup] = {}
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
@@ -136,6 +141,9 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   preset, workdir, resume = args.pop("preset"), args.pop("workdir"), args.pop("resume")
+  overwrite = args.pop("overwrite")
+  if not workdir.strip():
+    parser.error("argument --workdir: must not be empty")
   is_distributed = args.pop("distributed")
   distributed = {k: args.pop(k) for k in _DISTRIBUTED}
   given = [k for k, v in distributed.items() if v is not None]
@@ -145,7 +153,8 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
     config = get_config(preset, **args)
   except ConfigError as e:
     parser.error(f"argument {flag_of(e.field)}: {e.message}")
-  return Invocation(config, workdir, resume, distributed if is_distributed else None)
+  return Invocation(config, workdir, resume, distributed if is_distributed else None,
+                    overwrite)
 
 
 def _value_text(value: Any) -> str:

@@ -19,11 +19,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_flags_override_the_preset():
-  config, workdir, resume, distributed = cli.parse([
+  config, workdir, resume, distributed, overwrite = cli.parse([
       "--preset", "smoke", "--workdir", "w", "--epochs", "3", "--batch-size", "64",
       "--learning-rate", "1e-3", "--max-norm", "4", "--constrain", "all", "--dtype", "bfloat16",
       "--seed", "7", "--train-subset", "100", "--data-dir", "d", "--resume"])
-  assert (workdir, resume, distributed) == ("w", True, None)
+  assert (workdir, resume, distributed, overwrite) == ("w", True, None, False)
+  assert cli.parse(["--workdir", "w", "--overwrite"]).overwrite is True
   assert (config.epochs, config.batch_size, config.learning_rate) == (3, 64, 1e-3)
   assert (config.max_norm, config.constrain, config.dtype) == (4.0, "all", "bfloat16")
   assert (config.seed, config.train_subset) == (7, 100)
@@ -91,6 +92,7 @@ def test_equivalent_command_reads_back_as_the_same_config(config):
     (["--num-devices", "0"], "--num-devices: must be >= 1"),
     (["--shard-dense1", "both"], "invalid choice"),
     (["--process-id", "1"], "--process-id needs --distributed"),
+    (["--resume", "--overwrite"], "not allowed with argument --resume"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_flags_exit_with_code_2_and_say_why(argv, message, capsys, tmp_path):
