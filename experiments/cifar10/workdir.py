@@ -105,32 +105,53 @@ def exclusive(workdir: pathlib.Path) -> Iterator[None]:
     return
   created = [p for p in (workdir, *workdir.parents) if not p.exists()]
   make_workdir(workdir)
-  fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # No O_TRUNC: the holder's line stays.
   try:
+    fd = _lock(path, workdir)
+  except BaseException:
+    _remove_if_empty(created)
+    raise
+  _held[path] = 1
+  try:
+    yield
+  finally:
+    del _held[path]
+    path.unlink()  # While still holding it, so no one locks a file that is gone (_lock).
+    os.close(fd)  # Releases the lock.
+    _remove_if_empty(created)
+
+
+def _lock(path: pathlib.Path, workdir: pathlib.Path) -> int:
+  """Locks ``path`` (creating it) and writes the holder's line into it; returns its fd."""
+  for _ in range(100):
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)  # No O_TRUNC: the holder's line stays.
     try:
       fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except OSError as e:
-      if e.errno not in (errno.EAGAIN, errno.EACCES):
-        raise
       holder = os.pread(fd, 200, 0).decode(errors="replace").strip() or "another process"
+      os.close(fd)
+      if e.errno not in (errno.EAGAIN, errno.EACCES):
+        raise WorkdirError(f"{workdir} cannot be locked: {e.strerror or e}. Nothing was "
+                           f"changed.") from e
       raise WorkdirError(f"{workdir} is in use by {holder}: one run per workdir. Wait for "
-                         f"it to finish, or use another --workdir. Nothing was changed.") from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
-    _held[path] = 1
-    ok = False
+                         f"it to finish, or use another --workdir. Nothing was changed."
+                         ) from None
     try:
-      yield
-      ok = True
-    finally:
-      del _held[path]
-      if not ok and created and not (set(os.listdir(workdir)) - {LOCK}):
-        path.unlink()
-        for p in created:
-          with contextlib.suppress(OSError):
-            p.rmdir()
-  finally:
-    os.close(fd)  # Releases the lock.
+      same = os.stat(path).st_ino == os.fstat(fd).st_ino
+    except FileNotFoundError:
+      same = False
+    if same:  # Else its holder removed it between our open and flock: try again.
+      os.ftruncate(fd, 0)
+      os.pwrite(fd, f"pid {os.getpid()} on host {socket.gethostname()}\n".encode(), 0)
+      return fd
+    os.close(fd)
+  raise WorkdirError(f"{workdir} could not be locked: its lock file keeps changing.")
+
+
+def _remove_if_empty(created: list[pathlib.Path]) -> None:
+  """Removes the directories a run created, innermost first, if they are empty."""
+  for p in created:
+    with contextlib.suppress(OSError):
+      p.rmdir()
 
 
 def _finished_records(workdir: pathlib.Path) -> list[str]:
