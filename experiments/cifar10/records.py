@@ -32,7 +32,7 @@ from experiments.cifar10.configs import Config
 from experiments.cifar10.distributed import primary_only
 
 __all__ = [
-    "RecordsError", "append_metrics", "append_step", "read_metrics", "read_steps",
+    "RecordsError", "append_metrics", "append_step", "read_config", "read_metrics", "read_steps",
     "read_summary", "truncate_metrics", "truncate_steps", "write_config", "write_summary",
     "write_text",
 ]
@@ -142,9 +142,17 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   write_text(workdir / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
+def read_config(workdir: pathlib.Path) -> dict[str, Any] | None:
+  """``config.json`` as JSON (None if it does not exist)."""
+  return _read_json(workdir / CONFIG)
+
+
 def read_summary(workdir: pathlib.Path) -> dict[str, Any] | None:
   """``summary.json`` (None if it does not exist)."""
-  path = workdir / SUMMARY
+  return _read_json(workdir / SUMMARY)
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
   if not path.exists() and not path.is_symlink():
     return None
   text = _read(path)
