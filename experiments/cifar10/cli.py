@@ -24,7 +24,7 @@ from experiments.cifar10.configs import PRESETS, Config, ConfigError, choices, g
 
 __all__ = ["Invocation", "build_parser", "equivalent_command", "flag_of", "parse"]
 
-_DISTRIBUTED = ("coordinator_address", "num_processes", "process_id")
+_DISTRIBUTED = ("coordinator_address", "num_processes", "process_id", "timeout_s")
 
 
 class Invocation(NamedTuple):
@@ -109,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                      default=None, help="number of processes (or $JAX_NUM_PROCESSES)")
   scale.add_argument("--process-id", dest="process_id", type=_parse_number(int),
                      default=None, help="this process's index, 0 to N-1 (or $JAX_PROCESS_ID)")
+  scale.add_argument("--distributed-timeout", dest="timeout_s", type=_parse_number(int),
+                     metavar="SECONDS", default=None,
+                     help="give up with exit code 1 if the processes have not all joined "
+                          "within this many seconds (default: 300)")
   return p
 
 
@@ -148,7 +152,10 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
   distributed = {k: args.pop(k) for k in _DISTRIBUTED}
   given = [k for k, v in distributed.items() if v is not None]
   if given and not is_distributed:
-    parser.error(f"{flag_of(given[0])} needs --distributed")
+    parser.error(f"{flag_of(given[0]) if given[0] != 'timeout_s' else '--distributed-timeout'} "
+                 f"needs --distributed")
+  if distributed["timeout_s"] is not None and distributed["timeout_s"] < 1:
+    parser.error(f"argument --distributed-timeout: must be >= 1, got {distributed['timeout_s']}")
   try:
     config = get_config(preset, **args)
   except ConfigError as e:
