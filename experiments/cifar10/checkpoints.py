@@ -126,6 +126,9 @@ class Checkpoints:
     step_dir = self._step_dir(epoch)
     sums = {name: _sha256(path) for name, path in _files(step_dir).items()}
     fd, tmp = tempfile.mkstemp(dir=step_dir, prefix=f".{CHECKSUMS}.")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp's is 0600; Orbax's files follow the umask.
     with os.fdopen(fd, "w") as f:
       json.dump(sums, f, indent=1, sort_keys=True)
       f.flush()
