@@ -27,12 +27,16 @@ verified. Checksums that exist and fail are an error.
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -74,6 +78,52 @@ def _short(error: BaseException, limit: int = 300) -> str:
   return f"{type(error).__name__}: {text}"
 
 
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def _write_failure(error: BaseException) -> str:
+  """Why a save failed, in a few words: the OS's reason when TensorStore or Orbax quote
+  one (they wrap it in a page of their own state), else the error's first line."""
+  text = str(error)
+  for number in _WRITE_ERRNOS:
+    if os.strerror(number) in text:
+      return os.strerror(number)
+  return _short(error)
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+  return "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def _orbax_errors_unlogged() -> Iterator[None]:
+  """Keeps Orbax's logged tracebacks of a failed save (a few hundred lines from its
+  threads) off the console while :meth:`Checkpoints.save` runs: the save raises
+  :class:`CheckpointError`, which says it in one line."""
+  logger = logging.getLogger("absl")
+  logger.addFilter(_from_orbax)
+  try:
+    yield
+  finally:
+    logger.removeFilter(_from_orbax)
+
+
+def _ignore_late_callbacks() -> None:
+  """When a save fails, TensorStore's other writes still finish and call back into
+  Orbax's event loop, which is closed by then; each call is an unraisable RuntimeError
+  that Python would print with its traceback. Those (only those) are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_late_callbacks", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.drops_late_callbacks = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
+
+
 class Checkpoints:
   """The checkpoints of one workdir.
 
@@ -108,13 +158,21 @@ class Checkpoints:
     or a committed one without checksums, which a resume sets aside
     (:func:`set_aside_unfinished`).
     """
-    self._mark()
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config.to_json()),
-    ))
-    self._manager.wait_until_finished()
-    self._write_checksums(epoch)
+    _ignore_late_callbacks()
+    try:
+      with _orbax_errors_unlogged():
+        self._mark()
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config.to_json()),
+        ))
+        self._manager.wait_until_finished()
+        self._write_checksums(epoch)
+    except Exception as e:  # Orbax raises many kinds for a failed write (ENOSPC, EFBIG, ...).
+      raise CheckpointError(
+          f"The checkpoint of epoch {epoch} could not be saved in {self.directory} "
+          f"({_write_failure(e)}). The checkpoints before it are kept: free some space, then "
+          f"continue with --resume.") from e
 
   @distributed.primary_only
   def _mark(self) -> None:
@@ -218,8 +276,10 @@ class Checkpoints:
       raise self._unreadable(epoch, e) from e
 
   def close(self) -> None:
-    """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
+    """Waits for pending saves, then releases the manager. A failed save has been
+    reported by :meth:`save` already, so it is not raised again here."""
+    with contextlib.suppress(Exception):
+      self._manager.wait_until_finished()
     self._manager.close()
 
 

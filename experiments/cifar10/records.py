@@ -42,7 +42,8 @@ _KEYS = {METRICS: "epoch", STEPS: "step"}  # The key every row of a JSONL file h
 
 
 class RecordsError(ValueError):
-  """A record file is damaged: "FILE, line N: what is wrong"."""
+  """A record file is damaged ("FILE, line N: what is wrong"), or cannot be written
+  ("FILE: cannot be written (why)")."""
 
 
 def _umask() -> int:
@@ -54,14 +55,19 @@ def _umask() -> int:
 def write_text(path: pathlib.Path, text: str) -> None:
   """Writes ``path`` whole or not at all (a temporary file renamed into place), with the
   mode a new file gets under the umask."""
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  except OSError as e:
+    raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
   try:
     os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as f:
       f.write(text)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     pathlib.Path(tmp).unlink(missing_ok=True)
+    if isinstance(e, OSError):
+      raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
     raise
 
 
@@ -73,8 +79,11 @@ def write_config(workdir: pathlib.Path, config: Config) -> None:
 
 
 def _append_jsonl(path: pathlib.Path, row: dict[str, Any]) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(row, allow_nan=False) + "\n")
+  try:
+    with open(path, "a") as f:
+      f.write(json.dumps(row, allow_nan=False) + "\n")
+  except OSError as e:  # A torn row (no newline) is not read as a row, nor kept.
+    raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
 
 
 def _read(path: pathlib.Path) -> str:

@@ -201,6 +201,17 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, resume: bo
   sharding.check_config(config, mesh)
   workdir = pathlib.Path(workdir)
   workdir_policy.check_workdir(workdir)
+  try:
+    return _run(config, workdir, resume=resume, overwrite=overwrite, data=data, start=start,
+                mesh=mesh)
+  except records.RecordsError as e:  # A record could not be written (a full disk, say).
+    raise WorkdirError(f"{e}. The records of the epochs before are kept; continue with "
+                       f"--resume once it can be written.") from e
+
+
+def _run(config: Config, workdir: pathlib.Path, *, resume: bool, overwrite: bool,
+         data: tuple[input_pipeline.Splits, input_pipeline.SplitSizes] | None, start: float,
+         mesh: jax.sharding.Mesh) -> dict[str, Any]:
   with contextlib.ExitStack() as stack:
     stack.enter_context(workdir_policy.exclusive(workdir))
     ckpts, resume_epoch = workdir_policy.open_checkpoints(config, workdir, resume=resume,

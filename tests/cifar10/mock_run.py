@@ -7,13 +7,16 @@ Used by tests that kill a run (tests/cifar10/test_crash_resume.py) or run the
 command line on fake data. The mock data is the same fake data the in-process
 tests use (the ``mock_cifar10`` fixture). With ``$MOCK_RUN_KILL_BEFORE_CHECKSUMS``
 set to an epoch, the process kills itself with SIGKILL once Orbax has committed
-that epoch's checkpoint, before its checksums are written.
+that epoch's checkpoint, before its checksums are written. With
+``$MOCK_RUN_FILE_SIZE_LIMIT`` set to a number of bytes, writing a file beyond
+that size fails (``RLIMIT_FSIZE``: EFBIG, as a full disk fails with ENOSPC).
 """
 
 import functools
 import json
 import os
 import pathlib
+import resource
 import signal
 import sys
 
@@ -37,6 +40,10 @@ def _kill_before_checksums(epoch: int) -> None:
 
 
 def main(argv):
+  if os.environ.get("MOCK_RUN_FILE_SIZE_LIMIT"):
+    limit = int(os.environ["MOCK_RUN_FILE_SIZE_LIMIT"])
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # The write fails instead of killing.
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
   if os.environ.get("MOCK_RUN_KILL_BEFORE_CHECKSUMS"):
     _kill_before_checksums(int(os.environ["MOCK_RUN_KILL_BEFORE_CHECKSUMS"]))
   # As in the tests' mock_cifar10 fixture: tfds 4.9.10's mock binds `_getitems` without `self`.

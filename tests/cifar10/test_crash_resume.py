@@ -26,6 +26,7 @@ from experiments.cifar10.train import create_train_state
 
 WORKER = pathlib.Path(__file__).with_name("mock_run.py")
 REPO = pathlib.Path(__file__).resolve().parents[2]
+MAX_KILLS = 4  # Per trial.
 
 
 def _env(cache_dir):
@@ -91,9 +92,11 @@ def _kill_and_resume_trials(tmp_path, tiny, trials, seed):
     kills.append([])
     while not finished:
       # A process may outlive the timed run (machine load) or finish first (a resume
-      # skips the epochs it has), so a trial is killed zero or more times.
+      # skips the epochs it has), so a trial is killed zero or more times; after
+      # MAX_KILLS, the next process may finish, so that a loaded machine ends a trial.
       delay = float(rng.uniform(0.2, duration))
-      finished = _run(workdir, overrides, env, resume=resume, kill_after=delay)
+      finished = _run(workdir, overrides, env, resume=resume,
+                      kill_after=delay if len(kills[-1]) < MAX_KILLS else None)
       if not finished:
         kills[-1].append(delay)
       resume = True

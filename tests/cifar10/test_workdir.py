@@ -2,6 +2,7 @@
 without --overwrite, a summary describes the records beside it, and compute time
 accumulates across resumes."""
 
+import errno
 import json
 import os
 import pathlib
@@ -167,3 +168,45 @@ def test_damaged_records_stop_a_resume_with_file_and_line(tmp_path, content, whe
   assert result.returncode == 1
   assert f"{path / where}. Nothing was changed" in error_line(result)
   assert snapshot(path) == before
+
+
+TINY_FLAGS = ("--preset", "smoke", "--conv-features", "4", "--dense-features", "16",
+              "--batch-size", "32", "--val-size", "60", "--train-subset", "240",
+              "--eval-subset", "60", "--eval-batch-size", "50")
+
+
+def test_a_failed_checkpoint_write_is_one_line_and_exit_1(tmp_path):
+  # RLIMIT_FSIZE makes the kernel fail the checkpoint's first large write (EFBIG), as a
+  # full disk fails it (ENOSPC); the small JSON records still fit.
+  path = tmp_path / "w"
+  env = dict(os.environ, MOCK_RUN_FILE_SIZE_LIMIT=str(64 * 1024), MAXNORM_MALLOC="system",
+             XLA_FLAGS="--xla_force_host_platform_device_count=1")
+  env.pop("JAX_COMPILATION_CACHE_DIR", None)
+  result = subprocess.run([sys.executable, str(REPO / "tests" / "cifar10" / "mock_run.py"),
+                           "cli", *TINY_FLAGS, "--workdir", str(path)], cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode == 1, result.stderr[-2000:]
+  assert error_line(result) == (
+      f"error: The checkpoint of epoch 1 could not be saved in {path / 'checkpoints'} (File "
+      f"too large). The checkpoints before it are kept: free some space, then continue with "
+      f"--resume.")
+  assert len(result.stderr.splitlines()) < 10, result.stderr  # No page of Orbax's logs.
+  assert not (path / "summary.json").exists()
+
+
+@pytest.mark.usefixtures("mock_cifar10")
+def test_a_failed_metrics_append_is_one_line_and_exit_1(tmp_path, tiny, monkeypatch, capsys):
+  from experiments.cifar10 import records  # noqa: PLC0415
+  from experiments.cifar10.__main__ import main  # noqa: PLC0415
+
+  def full_disk_open(path, mode="r", *args, **kwargs):
+    if mode == "a":
+      raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+    return open(path, mode, *args, **kwargs)
+  monkeypatch.setattr(records, "open", full_disk_open, raising=False)
+  path = tmp_path / "w"
+  assert main([*TINY_FLAGS, "--workdir", str(path)]) == 1
+  (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+  assert line == (f"error: {path / 'metrics.jsonl'}: cannot be written (No space left on "
+                  f"device). The records of the epochs before are kept; continue with --resume "
+                  f"once it can be written.")
