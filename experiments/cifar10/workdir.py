@@ -58,6 +58,8 @@ def check_workdir(workdir: pathlib.Path) -> None:
   if workdir.exists() and not workdir.is_dir():
     raise WorkdirError(f"--workdir {workdir} exists and is not a directory. Nothing was "
                        f"written.")
+  if not distributed.is_primary():  # The primary probes; the others' probes would race it.
+    return
   missing = [p for p in (workdir, *workdir.parents) if not p.exists()]
   try:
     if missing:  # Can its top-most missing directory be made?
@@ -265,7 +267,8 @@ def _carry_time_primary(workdir: pathlib.Path) -> float:
   earlier = workdir / _EARLIER
   summary = records.read_summary(workdir)
   if summary is not None:
-    seconds = float(summary.get("total_seconds") or 0.0)
+    seconds = summary.get("total_seconds")
+    seconds = float(seconds) if isinstance(seconds, (int, float)) else 0.0
     records.write_text(earlier, f"{seconds!r}\n")
     (workdir / records.SUMMARY).unlink()
     return seconds

@@ -85,7 +85,7 @@ def test_whole_files_are_replaced_not_rewritten_in_place(tmp_path, monkeypatch):
   def fail(*args, **kwargs):
     raise OSError("disk full")
   monkeypatch.setattr(records.os, "replace", fail)
-  with pytest.raises(OSError):
+  with pytest.raises(records.RecordsError, match="config.json: cannot be written \\(disk full\\)"):
     records.write_config(tmp_path, PRESETS["article"])
   assert (tmp_path / records.CONFIG).read_text() == before  # The old file, whole.
   assert [p.name for p in tmp_path.iterdir()] == [records.CONFIG]  # No temporary left.
