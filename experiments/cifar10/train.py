@@ -173,8 +173,8 @@ def train_and_evaluate(config: Config, workdir: str | os.PathLike, *, resume: bo
 
   Writes ``config.json``, ``metrics.jsonl`` (one row per epoch),
   ``summary.json`` and per-epoch Orbax checkpoints into ``workdir`` (see
-  :mod:`.workdir` for what a run may do there). Nothing is written there
-  before the data set has loaded.
+  :mod:`.workdir` for what a run may do there). Nothing but its lock file is
+  written there before the data set has loaded.
 
   Args:
     config: the run's settings (see :mod:`experiments.cifar10.configs`).

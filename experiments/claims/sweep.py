@@ -108,7 +108,7 @@ def _status(workdir: pathlib.Path, config: Config) -> Status:
     return "partial"
   rows = records.read_metrics(workdir)
   epochs = [row["epoch"] for row in rows]
-  diverged = bool(rows) and rows[-1].get("diverged_at_step") is not None
+  diverged = summary.get("diverged") is True  # Its rows end at the epoch that diverged.
   if epochs != list(range(1, len(epochs) + 1)) or not epochs or not (
       len(epochs) == config.epochs or diverged):
     raise RunConflictError(
