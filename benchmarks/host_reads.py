@@ -6,7 +6,7 @@ per round, in interleaved rounds:
 
 * ``read every step``: after each step the host reads that step's loss (what a
   plain ``float(loss)`` progress bar does), so it waits for the device every step;
-* ``pipeline loop``: :func:`experiments.cifar10.train.train_epoch`, which
+* ``pipeline loop``: :func:`experiments.cifar10.epoch_loop.train_epoch`, which
   reads one small report every ``READ_EVERY`` steps, one step behind the device.
 
 It prints steps/s of each and the per-round ratio (median, min..max).
@@ -27,7 +27,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.cifar10 import input_pipeline, metrics, sharding, train
+from experiments.cifar10 import epoch_loop, input_pipeline, metrics, sharding, train
 from experiments.cifar10.configs import get_config
 from experiments.machine import cpu_model
 from experiments.markdown import spread
@@ -73,7 +73,7 @@ def _read_every_step(train_fn, state, data, order, steps):
 
 
 def _pipeline_loop(train_fn, state, data, order, steps):
-  state, _, _ = train.train_epoch(train_fn, state, metrics.zeros(with_telemetry=True), data,
+  state, _, _ = epoch_loop.train_epoch(train_fn, state, metrics.zeros(with_telemetry=True), data,
                                    order, first_step=1, num_steps=steps, description="",
                                    disable_bar=True)
   return state
@@ -103,7 +103,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"{jax.devices()[0].device_kind} ({cpu_model()}) | conv 2, dense 8, batch "
         f"{args.batch_size} | "
         f"{args.rounds} interleaved rounds of {args.steps} steps | READ_EVERY "
-        f"{train.READ_EVERY}")
+        f"{epoch_loop.READ_EVERY}")
   print("| loop | steps/s (median) | ratio to 'read every step', per round (median, min..max) |")
   print("|---|---|---|")
   base = seconds["read every step"]

@@ -13,8 +13,11 @@ first when it is missing:
   entry is either absent or complete. Temporary directories that a killed
   build left behind are deleted by the next build, under the lock.
 - Every load hashes every array against the manifest (and against the
-  caller's expected checksums, when given); a damaged entry is reported, then
-  rebuilt, never used. Loaded arrays are read-only memory maps of the entry.
+  caller's expected checksums, when given); a damaged entry (a file, or a
+  symlink to nothing, in its place included) is reported, then rebuilt, never
+  used. Loaded arrays are read-only memory maps of the entry.
+- Entries get the modes that the umask gives new files and directories, so a
+  cache shared between users works as the umask intends.
 
 The cache root is ``$MAXNORM_CACHE_DIR``, else ``$XDG_CACHE_HOME/maxnorm_jax``,
 else ``~/.cache/maxnorm_jax``.
@@ -117,6 +120,20 @@ def _write_entry(directory: pathlib.Path, arrays: Mapping[str, np.ndarray],
     os.fsync(f.fileno())
 
 
+def _remove(path: pathlib.Path) -> None:
+  """Removes an entry: a directory tree, or whatever file or symlink took its place."""
+  if path.is_symlink() or not path.is_dir():
+    path.unlink(missing_ok=True)
+  else:
+    shutil.rmtree(path)
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
 def _fsync_directory(directory: pathlib.Path) -> None:
   with contextlib.suppress(OSError):  # Not every platform can open a directory.
     fd = os.open(directory, os.O_RDONLY)
@@ -160,22 +177,23 @@ def load_or_build(entry: pathlib.Path, build: Callable[[pathlib.Path], Arrays], 
     OSError: the entry's parent cannot be created or written.
     Whatever ``build`` raises; nothing is left behind then.
   """
-  if entry.exists():
+  if entry.exists() or entry.is_symlink():
     try:
       return read_entry(entry, expected)
     except DamagedEntryError as e:
       print(f"warning: {e}; rebuilding it.", file=sys.stderr, flush=True)
   entry.parent.mkdir(parents=True, exist_ok=True)
   with _exclusive_lock(entry.parent / f".{entry.name}.lock"):
-    if entry.exists():  # Built by another process meanwhile, or damaged.
+    if entry.exists() or entry.is_symlink():  # Built by another process meanwhile, or damaged.
       try:
         return read_entry(entry, expected)
       except DamagedEntryError:
-        shutil.rmtree(entry)
+        _remove(entry)
     for stale in entry.parent.glob(f".{entry.name}.tmp-*"):  # Left by a killed build.
       shutil.rmtree(stale, ignore_errors=True)
     staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{entry.name}.tmp-", dir=entry.parent))
     try:
+      os.chmod(staging, 0o777 & ~_umask())  # mkdtemp's is 0700.
       scratch = staging / "scratch"
       scratch.mkdir()
       arrays = build(scratch)

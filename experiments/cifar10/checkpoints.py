@@ -15,20 +15,28 @@ cost one read of the files per save and per resume (about 1 s for the
 article's 1 GB checkpoint). The save therefore waits for Orbax to finish,
 which costs a few seconds per epoch.
 
-A checkpoint written before checksums existed has no ``sha256.json``; it is
-restored with a warning that it could not be verified. Once a workdir holds a
-checksummed checkpoint it also holds a marker file, and from then on a missing
-``sha256.json`` is an error.
+Before its first save, a workdir gets a marker file, ``CHECKSUMMED``. In a
+workdir with the marker, a committed checkpoint without ``sha256.json`` is a
+save that did not finish (the process died between Orbax's commit and the
+checksums): :func:`set_aside_unfinished` moves it to
+``<workdir>/unverified_checkpoints/`` (nothing is deleted), and the run
+resumes from the newest checkpoint before it. A checkpoint written before
+checksums existed (no marker) is restored with a warning that it could not be
+verified. Checksums that exist and fail are an error.
 """
 
 from __future__ import annotations
 
+import contextlib
+import errno
 import hashlib
 import json
+import logging
 import os
 import pathlib
 import sys
 import tempfile
+from collections.abc import Iterator
 from typing import Any
 
 import jax
@@ -36,10 +44,11 @@ import orbax.checkpoint as ocp
 
 from experiments.cifar10 import configs, distributed
 
-__all__ = ["CHECKSUMS", "CheckpointError", "Checkpoints"]
+__all__ = ["CHECKSUMS", "CheckpointError", "Checkpoints", "set_aside_unfinished"]
 
 CHECKSUMS = "sha256.json"  # In each checkpoint: {relative file path: sha256 hex digest}.
-_MARKER = "CHECKSUMMED"  # In the checkpoints directory: every checkpoint has CHECKSUMS.
+_MARKER = "CHECKSUMMED"  # In the checkpoints directory: every checkpoint gets CHECKSUMS.
+UNVERIFIED = "unverified_checkpoints"  # Beside the checkpoints directory: unfinished saves.
 _CHUNK = 1 << 22
 
 
@@ -67,6 +76,52 @@ def _short(error: BaseException, limit: int = 300) -> str:
   text = str(error).strip().splitlines()[0] if str(error).strip() else ""
   text = text if len(text) <= limit else text[:limit] + " ..."
   return f"{type(error).__name__}: {text}"
+
+
+_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
+
+
+def _write_failure(error: BaseException) -> str:
+  """Why a save failed, in a few words: the OS's reason when TensorStore or Orbax quote
+  one (they wrap it in a page of their own state), else the error's first line."""
+  text = str(error)
+  for number in _WRITE_ERRNOS:
+    if os.strerror(number) in text:
+      return os.strerror(number)
+  return _short(error)
+
+
+def _from_orbax(record: logging.LogRecord) -> bool:
+  return "orbax" not in record.pathname
+
+
+@contextlib.contextmanager
+def _orbax_errors_unlogged() -> Iterator[None]:
+  """Keeps Orbax's logged tracebacks of a failed save (a few hundred lines from its
+  threads) off the console while :meth:`Checkpoints.save` runs: the save raises
+  :class:`CheckpointError`, which says it in one line."""
+  logger = logging.getLogger("absl")
+  logger.addFilter(_from_orbax)
+  try:
+    yield
+  finally:
+    logger.removeFilter(_from_orbax)
+
+
+def _ignore_late_callbacks() -> None:
+  """When a save fails, TensorStore's other writes still finish and call back into
+  Orbax's event loop, which is closed by then; each call is an unraisable RuntimeError
+  that Python would print with its traceback. Those (only those) are dropped."""
+  previous = sys.unraisablehook
+  if getattr(previous, "drops_late_callbacks", False):
+    return
+
+  def hook(unraisable: Any) -> None:
+    if not (isinstance(unraisable.exc_value, RuntimeError)
+            and str(unraisable.exc_value) == "Event loop is closed"):
+      previous(unraisable)
+  hook.drops_late_callbacks = True  # type: ignore[attr-defined]
+  sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -99,23 +154,39 @@ class Checkpoints:
     """Saves ``state`` as the checkpoint of ``epoch``, then its checksums.
 
     Returns once the checkpoint is committed and checksummed, so a crash at
-    any point leaves either the previous checkpoints only, or a verifiable one
-    (a committed checkpoint whose checksums were not written yet is refused on
-    resume, and the one before it can be used).
+    any point leaves either the previous checkpoints only, or a verifiable one,
+    or a committed one without checksums, which a resume sets aside
+    (:func:`set_aside_unfinished`).
     """
-    self._manager.save(epoch, args=ocp.args.Composite(
-        state=ocp.args.StandardSave(state),
-        config=ocp.args.JsonSave(config.to_json()),
-    ))
-    self._manager.wait_until_finished()
-    self._write_checksums(epoch)
+    _ignore_late_callbacks()
+    try:
+      with _orbax_errors_unlogged():
+        self._mark()
+        self._manager.save(epoch, args=ocp.args.Composite(
+            state=ocp.args.StandardSave(state),
+            config=ocp.args.JsonSave(config.to_json()),
+        ))
+        self._manager.wait_until_finished()
+        self._write_checksums(epoch)
+    except Exception as e:  # Orbax raises many kinds for a failed write (ENOSPC, EFBIG, ...).
+      raise CheckpointError(
+          f"The checkpoint of epoch {epoch} could not be saved in {self.directory} "
+          f"({_write_failure(e)}). The checkpoints before it are kept: free some space, then "
+          f"continue with --resume.") from e
+
+  @distributed.primary_only
+  def _mark(self) -> None:
+    self.directory.mkdir(parents=True, exist_ok=True)
+    (self.directory / _MARKER).touch()
 
   @distributed.primary_only
   def _write_checksums(self, epoch: int) -> None:
     step_dir = self._step_dir(epoch)
     sums = {name: _sha256(path) for name, path in _files(step_dir).items()}
-    (self.directory / _MARKER).touch()
     fd, tmp = tempfile.mkstemp(dir=step_dir, prefix=f".{CHECKSUMS}.")
+    mask = os.umask(0o022)
+    os.umask(mask)
+    os.fchmod(fd, 0o666 & ~mask)  # mkstemp's is 0600; Orbax's files follow the umask.
     with os.fdopen(fd, "w") as f:
       json.dump(sums, f, indent=1, sort_keys=True)
       f.flush()
@@ -135,8 +206,8 @@ class Checkpoints:
     listing = step_dir / CHECKSUMS
     if not listing.exists():
       if (self.directory / _MARKER).exists():
-        raise self._damaged(epoch, f"its {CHECKSUMS} is missing, so its files cannot be "
-                                   f"verified")
+        raise self._damaged(epoch, f"its {CHECKSUMS} is missing (set unfinished saves aside "
+                                   f"with set_aside_unfinished first)")
       print(f"warning: the checkpoint of epoch {epoch} has no {CHECKSUMS} (it was written "
             f"before checkpoints were checksummed), so it is restored unverified.",
             file=sys.stderr, flush=True)
@@ -205,6 +276,33 @@ class Checkpoints:
       raise self._unreadable(epoch, e) from e
 
   def close(self) -> None:
-    """Waits for pending saves, then releases the manager."""
-    self._manager.wait_until_finished()
+    """Waits for pending saves, then releases the manager. A failed save has been
+    reported by :meth:`save` already, so it is not raised again here."""
+    with contextlib.suppress(Exception):
+      self._manager.wait_until_finished()
     self._manager.close()
+
+
+@distributed.primary_only
+def set_aside_unfinished(directory: str | pathlib.Path) -> list[pathlib.Path]:
+  """Moves the checkpoints in ``directory`` whose save did not finish (committed by Orbax,
+  but without their checksums, in a checksummed workdir) to ``unverified_checkpoints/``
+  beside it, and says so in one line each; returns where they went. Deletes nothing."""
+  directory = pathlib.Path(directory)
+  if not (directory / _MARKER).exists():
+    return []
+  moved = []
+  for step_dir in sorted(directory.iterdir(), key=lambda p: p.name):
+    if not (step_dir.name.isdigit() and step_dir.is_dir()) or (step_dir / CHECKSUMS).exists():
+      continue
+    aside = directory.parent / UNVERIFIED / step_dir.name
+    n = 1
+    while aside.exists():
+      aside, n = directory.parent / UNVERIFIED / f"{step_dir.name}.{n}", n + 1
+    aside.parent.mkdir(exist_ok=True)
+    os.replace(step_dir, aside)
+    print(f"The checkpoint of epoch {step_dir.name} has no {CHECKSUMS}: its save did not "
+          f"finish. It was moved, unverified, to {aside}; resuming from the checkpoint "
+          f"before it.", file=sys.stderr, flush=True)
+    moved.append(aside)
+  return moved

@@ -24,7 +24,7 @@ from experiments.cifar10.configs import PRESETS, Config, ConfigError, choices, g
 
 __all__ = ["Invocation", "build_parser", "equivalent_command", "flag_of", "parse"]
 
-_DISTRIBUTED = ("coordinator_address", "num_processes", "process_id")
+_DISTRIBUTED = ("coordinator_address", "num_processes", "process_id", "timeout_s")
 
 
 class Invocation(NamedTuple):
@@ -34,6 +34,7 @@ class Invocation(NamedTuple):
     config: the training config (the preset with the flags applied).
     workdir: the output directory.
     resume: continue from the last checkpoint in ``workdir``.
+    overwrite: replace the run that ``workdir`` holds.
     distributed: the arguments of ``distributed.initialize_distributed``, or
       None when ``--distributed`` is not given.
   """
@@ -41,6 +42,7 @@ class Invocation(NamedTuple):
   workdir: str
   resume: bool
   distributed: dict[str, Any] | None
+  overwrite: bool = False
 
 
 def flag_of(field: str) -> str:
@@ -85,8 +87,11 @@ def build_parser() -> argparse.ArgumentParser:
                  help="starting configuration (default: article)")
   p.add_argument("--workdir", required=True,
                  help="output directory: config.json, metrics.jsonl, summary.json, checkpoints/")
-  p.add_argument("--resume", action="store_true", default=False,
-                 help="continue from the last checkpoint in --workdir")
+  run = p.add_mutually_exclusive_group()
+  run.add_argument("--resume", action="store_true", default=False,
+                   help="continue from the last checkpoint in --workdir")
+  run.add_argument("--overwrite", action="store_true", default=False,
+                   help="replace the run that --workdir holds (kept until this one finishes)")
   groups: dict[str, argparse._ArgumentGroup] = {}
   hints = typing.get_type_hints(Config)
   for field in dataclasses.fields(Config):
@@ -104,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
                      default=None, help="number of processes (or $JAX_NUM_PROCESSES)")
   scale.add_argument("--process-id", dest="process_id", type=_parse_number(int),
                      default=None, help="this process's index, 0 to N-1 (or $JAX_PROCESS_ID)")
+  scale.add_argument("--distributed-timeout", dest="timeout_s", type=_parse_number(int),
+                     metavar="SECONDS", default=None,
+                     help="give up with exit code 1 if the processes have not all joined "
+                          "within this many seconds (default: 300)")
   return p
 
 
@@ -136,16 +145,23 @@ def parse(argv: Sequence[str] | None = None) -> Invocation:
   parser = build_parser()
   args = vars(parser.parse_args(argv))
   preset, workdir, resume = args.pop("preset"), args.pop("workdir"), args.pop("resume")
+  overwrite = args.pop("overwrite")
+  if not workdir.strip():
+    parser.error("argument --workdir: must not be empty")
   is_distributed = args.pop("distributed")
   distributed = {k: args.pop(k) for k in _DISTRIBUTED}
   given = [k for k, v in distributed.items() if v is not None]
   if given and not is_distributed:
-    parser.error(f"{flag_of(given[0])} needs --distributed")
+    parser.error(f"{flag_of(given[0]) if given[0] != 'timeout_s' else '--distributed-timeout'} "
+                 f"needs --distributed")
+  if distributed["timeout_s"] is not None and distributed["timeout_s"] < 1:
+    parser.error(f"argument --distributed-timeout: must be >= 1, got {distributed['timeout_s']}")
   try:
     config = get_config(preset, **args)
   except ConfigError as e:
     parser.error(f"argument {flag_of(e.field)}: {e.message}")
-  return Invocation(config, workdir, resume, distributed if is_distributed else None)
+  return Invocation(config, workdir, resume, distributed if is_distributed else None,
+                    overwrite)
 
 
 def _value_text(value: Any) -> str:

@@ -47,6 +47,34 @@ def _at_least(low: int) -> Check:
   return lambda v: None if v >= low else f"must be >= {low}, got {v}"
 
 
+def _seed(v: int) -> str | None:
+  return None if 0 <= v < 2**63 else f"must be in [0, 2**63), got {v}"
+
+
+TRAIN_EXAMPLES = 50_000  # CIFAR-10's training split, which validation is held out of.
+
+
+def _val_size(v: int) -> str | None:
+  if 1 <= v < TRAIN_EXAMPLES:
+    return None
+  return f"must be in [1, {TRAIN_EXAMPLES}) (CIFAR-10's training split is {TRAIN_EXAMPLES:,} " \
+         f"examples), got {v}"
+
+
+# The train step computes in float32: a float setting must be a normal float32 (or 0).
+_FLOAT32_MAX, _FLOAT32_TINY = 3.4028234663852886e38, 1.1754943508222875e-38
+
+
+def _float32_problem(v: float) -> str | None:
+  if abs(v) > _FLOAT32_MAX:
+    return f"overflows float32, which the train step computes in (largest {_FLOAT32_MAX:.4g}), " \
+           f"got {v}"
+  if 0 < abs(v) < _FLOAT32_TINY:
+    return f"underflows float32, which the train step computes in (smallest normal " \
+           f"{_FLOAT32_TINY:.4g}), got {v}"
+  return None
+
+
 def _positive_finite(v: float) -> str | None:
   return None if math.isfinite(v) and v > 0 else f"must be finite and > 0, got {v}"
 
@@ -101,11 +129,11 @@ class Config:
       "(all)")
   dtype: Dtype = _field(
       "float32", "compute dtype; parameters and the optimizer state stay float32")
-  seed: int = _field(0, "seeds initialisation and the per-epoch shuffles", _at_least(0))
+  seed: int = _field(0, "seeds initialisation and the per-epoch shuffles", _seed)
   split_seed: int = _field(
-      0, "seeds the train/validation split (fixed across runs on purpose)", _at_least(0))
+      0, "seeds the train/validation split (fixed across runs on purpose)", _seed)
   val_size: int = _field(5000, "examples held out of the training split for validation",
-                         _at_least(1))
+                         _val_size)
   train_subset: int | None = _field(
       None, "train on the first N examples of the training split only", _at_least(1),
       metavar="N")
@@ -159,6 +187,8 @@ class Config:
       check = f.metadata["check"]
       if value is not None and check is not None:
         problem = check(value)
+        if not problem and isinstance(value, float):
+          problem = _float32_problem(value)
         if problem:
           raise ConfigError(f.name, problem)
 

@@ -184,6 +184,8 @@ def _from_tfds(name: str, data_dir: str | None) -> tuple[Any, Any]:
   except DataUnavailableError:
     raise
   except Exception as e:  # tfds raises many kinds: unknown names, unreadable files.
+    if version_dir is not None:  # A prepared copy that cannot be opened.
+      raise _damaged_copy(version_dir, e) from e
     raise DataUnavailableError(
         f"tfds could not read '{name}' from {_where(data_dir)}: {type(e).__name__}: {e}. "
         f"{_how_to_get_data(name)}") from e
@@ -217,14 +219,25 @@ def read_cached_copy(version_dir: pathlib.Path) -> tuple[Decoded, Decoded] | Non
     return None
 
 
+def _damaged_copy(version_dir: pathlib.Path, error: Exception) -> DataUnavailableError:
+  first = (str(error).strip().splitlines() or [""])[0][:200]
+  return DataUnavailableError(
+      f"The copy in {version_dir} cannot be read ({type(error).__name__}: {first}). The copy "
+      f"is damaged or incomplete; copy it again, or omit --data-dir to build CIFAR-10 from "
+      f"its canonical archive.")
+
+
 def _decode_and_check(train: Any, test: Any, version_dir: pathlib.Path
                       ) -> dict[str, np.ndarray]:
   """Every example of a prepared CIFAR-10 copy, checked against CIFAR-10's checksums."""
   start = time.perf_counter()
   arrays = {}
   for split, source in (("train", train), ("test", test)):
-    arrays[f"{split}_images"], arrays[f"{split}_labels"] = decode_examples(
-        source, list(range(len(source))))
+    try:
+      arrays[f"{split}_images"], arrays[f"{split}_labels"] = decode_examples(
+          source, list(range(len(source))))
+    except Exception as e:  # Riegeli, array_record, protobuf: a truncated or flipped shard.
+      raise _damaged_copy(version_dir, e) from e
   for name, want in cifar10_archive.expected_sha256().items():
     digest = array_cache.sha256_of(arrays[name])
     if digest != want:
@@ -252,6 +265,16 @@ def decoded_copy(train: Any, test: Any, version_dir: pathlib.Path) -> tuple[Deco
     return _as_splits(_decode_and_check(train, test, version_dir))
   if not entry.exists():
     print(f"CIFAR-10: decoding the prepared copy once; later starts read {entry}", flush=True)
-  return _as_splits(array_cache.load_or_build(
-      entry, lambda _: _decode_and_check(train, test, version_dir),
-      expected=cifar10_archive.expected_sha256(), about={"source": str(version_dir.resolve())}))
+  decoded: dict[str, np.ndarray] = {}
+
+  def build(_: pathlib.Path) -> dict[str, np.ndarray]:
+    decoded.update(_decode_and_check(train, test, version_dir))
+    return decoded
+  try:
+    return _as_splits(array_cache.load_or_build(
+        entry, build, expected=cifar10_archive.expected_sha256(),
+        about={"source": str(version_dir.resolve())}))
+  except OSError as e:  # The disk is full, say: the cache is left as it was.
+    print(f"warning: the cache entry {entry} cannot be written ({e.strerror or e}), so this "
+          f"start decodes the copy in memory.", file=sys.stderr, flush=True)
+    return _as_splits(decoded or _decode_and_check(train, test, version_dir))

@@ -171,8 +171,13 @@ def load_splits(config: Config, mesh: Mesh) -> tuple[Splits, SplitSizes]:
     DataUnavailableError: the data set cannot be found, fetched, verified or built.
   """
   train_source, test_source = data_sources.open_splits(config)
-  train_index, val_index = split_indices(
-      len(train_source), config.val_size, config.split_seed)
+  try:
+    train_index, val_index = split_indices(
+        len(train_source), config.val_size, config.split_seed)
+  except ValueError as e:  # A data set smaller than CIFAR-10, which --val-size cannot see.
+    raise DataUnavailableError(
+        f"--val-size {config.val_size} does not fit {config.dataset}'s training split of "
+        f"{len(train_source):,} examples: {e} Pass a smaller --val-size.") from e
   wanted = ((train_source, train_index[:config.train_subset]),
             (train_source, val_index[:config.eval_subset]),
             (test_source, np.arange(len(test_source))[:config.eval_subset]))

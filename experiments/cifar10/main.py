@@ -28,7 +28,8 @@ def main(argv: Sequence[str] | None = None) -> int:
   try:
     if invocation.distributed is not None:
       initialize_distributed(**invocation.distributed)  # Before anything else touches JAX.
-    train_and_evaluate(invocation.config, invocation.workdir, resume=invocation.resume)
+    train_and_evaluate(invocation.config, invocation.workdir, resume=invocation.resume,
+                       overwrite=invocation.overwrite)
   except (DataUnavailableError, CheckpointError, ParallelConfigError, DistributedError,
           WorkdirError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -13,6 +13,11 @@ A process can be killed at any moment: whole files are written to a temporary
 file and renamed into place, so they are old or new, never torn; a JSONL row
 is one ``write`` ending in a newline, and a last line without its newline (a
 row torn by a kill) is not a row: readers skip it and the next rewrite drops it.
+Files are created with the modes the umask allows, like any other file.
+
+A damaged file (a line that is no JSON object, a missing key, junk bytes, a
+directory in its place) raises :class:`RecordsError`, whose message is
+"FILE, line N: what is wrong".
 """
 
 from __future__ import annotations
@@ -27,55 +32,100 @@ from experiments.cifar10.configs import Config
 from experiments.cifar10.distributed import primary_only
 
 __all__ = [
-    "append_metrics", "append_step", "read_metrics", "read_steps", "truncate_metrics",
-    "truncate_steps", "write_config", "write_summary",
+    "RecordsError", "append_metrics", "append_step", "read_config", "read_metrics", "read_steps",
+    "read_summary", "truncate_metrics", "truncate_steps", "write_config", "write_summary",
+    "write_text",
 ]
 
 CONFIG, METRICS, SUMMARY, STEPS = "config.json", "metrics.jsonl", "summary.json", "steps.jsonl"
+_KEYS = {METRICS: "epoch", STEPS: "step"}  # The key every row of a JSONL file has.
 
 
-def _write_atomically(path: pathlib.Path, text: str) -> None:
-  fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+class RecordsError(ValueError):
+  """A record file is damaged ("FILE, line N: what is wrong"), or cannot be written
+  ("FILE: cannot be written (why)")."""
+
+
+def _umask() -> int:
+  mask = os.umask(0o022)
+  os.umask(mask)
+  return mask
+
+
+def write_text(path: pathlib.Path, text: str) -> None:
+  """Writes ``path`` whole or not at all (a temporary file renamed into place), with the
+  mode a new file gets under the umask."""
   try:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+  except OSError as e:
+    raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
+  try:
+    os.fchmod(fd, 0o666 & ~_umask())
     with os.fdopen(fd, "w") as f:
       f.write(text)
     os.replace(tmp, path)
-  except BaseException:
+  except BaseException as e:
     pathlib.Path(tmp).unlink(missing_ok=True)
+    if isinstance(e, OSError):
+      raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
     raise
 
 
 @primary_only
 def write_config(workdir: pathlib.Path, config: Config) -> None:
   """Writes ``config.json``."""
-  _write_atomically(workdir / CONFIG,
+  write_text(workdir / CONFIG,
                     json.dumps(config.to_json(), indent=2, allow_nan=False) + "\n")
 
 
 def _append_jsonl(path: pathlib.Path, row: dict[str, Any]) -> None:
-  with open(path, "a") as f:
-    f.write(json.dumps(row, allow_nan=False) + "\n")
+  try:
+    with open(path, "a") as f:
+      f.write(json.dumps(row, allow_nan=False) + "\n")
+  except OSError as e:  # A torn row (no newline) is not read as a row, nor kept.
+    raise RecordsError(f"{path}: cannot be written ({e.strerror or e})") from e
 
 
-def _complete_lines(path: pathlib.Path) -> tuple[list[str], bool]:
-  """The newline-terminated lines of ``path``, and whether a torn last line followed."""
-  text = path.read_text() if path.exists() else ""
-  lines = text.split("\n")
-  return [line for line in lines[:-1] if line.strip()], lines[-1] != ""
+def _read(path: pathlib.Path) -> str:
+  """The text of ``path`` ("" if it does not exist)."""
+  try:
+    return path.read_text()
+  except FileNotFoundError:
+    return ""
+  except IsADirectoryError:
+    raise RecordsError(f"{path}: is a directory, not a file") from None
+  except UnicodeDecodeError as e:
+    line = path.read_bytes()[:e.start].count(b"\n") + 1
+    raise RecordsError(f"{path}, line {line}: not UTF-8 text (junk bytes)") from None
 
 
-def _read_jsonl(path: pathlib.Path) -> list[dict[str, Any]]:
-  return [json.loads(line) for line in _complete_lines(path)[0]]
+def _read_jsonl(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
+  """The rows of ``path``, and whether a torn last line followed them."""
+  lines = _read(path).split("\n")
+  key = _KEYS[path.name]
+  rows = []
+  for number, line in enumerate(lines[:-1], 1):
+    if not line.strip():
+      continue
+    try:
+      row = json.loads(line)
+    except ValueError:
+      raise RecordsError(f"{path}, line {number}: not a JSON object") from None
+    if not isinstance(row, dict):
+      raise RecordsError(f"{path}, line {number}: not a JSON object")
+    if not isinstance(row.get(key), int) or isinstance(row.get(key), bool):
+      raise RecordsError(f"{path}, line {number}: no integer {key!r}")
+    rows.append(row)
+  return rows, lines[-1] != ""
 
 
 def _truncate_jsonl(path: pathlib.Path, key: str, last: int) -> None:
   """Drops the rows whose ``key`` exceeds ``last``, and a torn last line; leaves the
   file alone otherwise."""
-  lines, torn = _complete_lines(path)
-  rows = [json.loads(line) for line in lines]
+  rows, torn = _read_jsonl(path)
   kept = [row for row in rows if row[key] <= last]
   if len(kept) != len(rows) or torn:
-    _write_atomically(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
 @primary_only
@@ -86,7 +136,7 @@ def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
 
 def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
   """All rows of ``metrics.jsonl`` ([] if it does not exist)."""
-  return _read_jsonl(workdir / METRICS)
+  return _read_jsonl(workdir / METRICS)[0]
 
 
 @primary_only
@@ -98,7 +148,31 @@ def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
 @primary_only
 def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
   """Writes ``summary.json``."""
-  _write_atomically(workdir / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+  write_text(workdir / SUMMARY, json.dumps(summary, indent=2, allow_nan=False) + "\n")
+
+
+def read_config(workdir: pathlib.Path) -> dict[str, Any] | None:
+  """``config.json`` as JSON (None if it does not exist)."""
+  return _read_json(workdir / CONFIG)
+
+
+def read_summary(workdir: pathlib.Path) -> dict[str, Any] | None:
+  """``summary.json`` (None if it does not exist)."""
+  return _read_json(workdir / SUMMARY)
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+  if not path.exists() and not path.is_symlink():
+    return None
+  text = _read(path)
+  try:
+    summary = json.loads(text)
+  except ValueError as e:
+    line = getattr(e, "lineno", 1)
+    raise RecordsError(f"{path}, line {line}: not JSON") from None
+  if not isinstance(summary, dict):
+    raise RecordsError(f"{path}, line 1: not a JSON object")
+  return summary
 
 
 @primary_only
@@ -109,7 +183,7 @@ def append_step(workdir: pathlib.Path, row: dict[str, Any]) -> None:
 
 def read_steps(workdir: pathlib.Path) -> list[dict[str, Any]]:
   """All rows of ``steps.jsonl`` ([] if it does not exist)."""
-  return _read_jsonl(workdir / STEPS)
+  return _read_jsonl(workdir / STEPS)[0]
 
 
 @primary_only

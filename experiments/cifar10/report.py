@@ -21,7 +21,6 @@ was saved there), and writes into ``--out``:
 from __future__ import annotations
 
 import argparse
-import json
 import pathlib
 import shutil
 import sys
@@ -153,6 +152,10 @@ _PER_EPOCH: list[Column[dict[str, Any]]] = [
 ]
 
 
+class ReportError(ValueError):
+  """The page cannot be written where it was asked for; nothing was written."""
+
+
 def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Sequence[str],
            host: str | None = None, notes: str = "") -> pathlib.Path:
   """Writes ``out/results.md``, its figures and copies of the run's small files.
@@ -166,13 +169,21 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
 
   Raises:
     FileNotFoundError: the run is not finished (no ``summary.json``).
+    ReportError: ``out`` is a file, or ``workdir`` itself.
+    records.RecordsError: a record of the run is damaged ("FILE, line N: ...").
   """
   workdir, out = pathlib.Path(workdir), pathlib.Path(out)
-  summary_path = workdir / records.SUMMARY
-  if not summary_path.exists():
+  if out.exists() and not out.is_dir():
+    raise ReportError(f"--out {out} exists and is not a directory. Nothing was written.")
+  if out.resolve() == workdir.resolve():
+    raise ReportError(f"--out {out} is the run's --workdir: the page would replace the run's "
+                      f"own records. Choose another directory. Nothing was written.")
+  summary = records.read_summary(workdir)
+  if summary is None:
     raise FileNotFoundError(f"{workdir} holds no {records.SUMMARY}: the run has not finished.")
-  config = json.loads((workdir / records.CONFIG).read_text())
-  summary = json.loads(summary_path.read_text())
+  config = records.read_config(workdir)
+  if config is None:
+    raise FileNotFoundError(f"{workdir} holds no {records.CONFIG}.")
   metrics, steps = records.read_metrics(workdir), records.read_steps(workdir)
   out.mkdir(parents=True, exist_ok=True)
   for name in (records.CONFIG, records.METRICS, records.STEPS, records.SUMMARY):
@@ -229,7 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   notes = pathlib.Path(args.notes).read_text() if args.notes else ""
   try:
     path = render(args.workdir, args.out, commands=args.commands, host=args.host, notes=notes)
-  except FileNotFoundError as e:
+  except (FileNotFoundError, ReportError, records.RecordsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   print(f"wrote {path}")

@@ -23,7 +23,7 @@ from experiments.cifar10.input_pipeline import DataUnavailableError
 from experiments.cifar10.train import WorkdirError
 from experiments.claims.budgets import BUDGETS
 from experiments.claims.registry import EXPERIMENTS
-from experiments.claims.report import render_report
+from experiments.claims.report import SectionShrinkError, render_report
 from experiments.claims.results import load_result
 from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep
 
@@ -65,6 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
   p.add_argument("--report-only", action="store_true",
                  help="train nothing; re-render the report from the complete runs (a budget "
                       "with none here keeps its section)")
+  p.add_argument("--allow-shrink", action="store_true",
+                 help="rewrite the budget's section even if fewer runs are complete here "
+                      "than it holds (default: refuse)")
   return p
 
 
@@ -96,7 +99,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("\ninterrupted; run the same command again to resume", file=sys.stderr)
     return 130
   results = [load_result(run.spec, run.workdir) for run in plan]
-  path = render_report(experiment, budget, results, args.results_dir, command=_command(args),
-                       data_dir=args.data_dir)
+  try:
+    path = render_report(experiment, budget, results, args.results_dir, command=_command(args),
+                         data_dir=args.data_dir, allow_shrink=args.allow_shrink)
+  except SectionShrinkError as e:
+    print(f"error: {e}", file=sys.stderr)
+    return 1
   print(f"{sum(r.complete for r in results)} of {len(results)} runs complete; report: {path}")
   return 0

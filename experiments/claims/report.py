@@ -25,12 +25,19 @@ from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Experiment
 from experiments.claims.results import RunResult
 
-__all__ = ["NOTES", "RESULTS", "read_sections", "render_report"]
+__all__ = ["NOTES", "RESULTS", "SectionShrinkError", "read_sections", "render_report"]
 
 RESULTS = "results.md"
 NOTES = "notes.md"  # Hand-written reading, shown under the heading of results.md.
 
 _SECTION = re.compile(r"<!-- budget:(\S+) -->\n(.*?)\n<!-- /budget:\1 -->", flags=re.S)
+
+
+class SectionShrinkError(RuntimeError):
+  """Re-rendering would replace a section with one of fewer complete runs."""
+
+
+_RUNS_COMPLETE = re.compile(r"- \*\*Runs complete:\*\* (\d+) of (\d+)")
 
 
 def read_sections(path: pathlib.Path) -> dict[str, str]:
@@ -97,7 +104,7 @@ def _section(experiment: Experiment, budget: Budget, results: Sequence[RunResult
 
 def render_report(experiment: Experiment, budget: Budget, results: Sequence[RunResult],
                   results_dir: str | pathlib.Path, *, command: str,
-                  data_dir: str | None = None,
+                  data_dir: str | None = None, allow_shrink: bool = False,
                   log: Callable[[str], None] = print) -> pathlib.Path:
   """Writes ``<results_dir>/<slug>/results.md`` (this budget's section) and its figures.
 
@@ -108,12 +115,17 @@ def render_report(experiment: Experiment, budget: Budget, results: Sequence[RunR
     results_dir: root of the results (``experiments/results``).
     command: the sweep command, printed in the report.
     data_dir: the data directory, for the per-run commands.
+    allow_shrink: replace a section even with one of fewer complete runs.
     log: where a note goes when the existing section is kept.
 
   Returns:
     The path of ``results.md``. If no run in ``results`` is complete and the
     file already has a section for ``budget`` (made from runs that are not on
     this machine), that section is kept unchanged.
+
+  Raises:
+    SectionShrinkError: the new section would hold fewer complete runs than the
+      one in the file (unless ``allow_shrink``); nothing is written then.
   """
   out_dir = pathlib.Path(results_dir) / experiment.slug
   out_dir.mkdir(parents=True, exist_ok=True)
@@ -123,6 +135,14 @@ def render_report(experiment: Experiment, budget: Budget, results: Sequence[RunR
     log(f"no complete run of {experiment.key} at budget {budget.name} here; kept the "
         f"section already in {path}")
   else:
+    had = _RUNS_COMPLETE.search(sections.get(budget.name, ""))
+    done = sum(r.complete for r in results)
+    if had and done < int(had.group(1)) and not allow_shrink:
+      raise SectionShrinkError(
+          f"{path}'s section for budget {budget.name} holds {had.group(1)} of {had.group(2)} "
+          f"complete runs, and only {done} are complete here: re-rendering would drop runs. "
+          f"Nothing was changed; point --runs-dir at the runs it was made from, or pass "
+          f"--allow-shrink to rewrite it from these.")
     sections[budget.name] = _section(experiment, budget, results, out_dir, command, data_dir)
   header = [f"# {experiment.title}", experiment.claim,
             "Written by `python -m experiments.claims`; one section per compute budget, never "

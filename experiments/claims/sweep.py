@@ -4,15 +4,21 @@ A run lives in ``<runs_dir>/<budget>/<schedule>/<run name>/`` (the pipeline's
 workdir). Its state is read from disk, so a sweep can be stopped at any time
 and started again with the same command:
 
-* ``complete``: ``summary.json`` is there and ``config.json`` matches the
-  run's config: skipped.
+* ``complete``: ``config.json`` matches the run's config, and its records are
+  whole: a ``summary.json`` and one row per epoch in ``metrics.jsonl`` (up to
+  the epoch where the loss stopped being finite, for a run that diverged):
+  skipped.
 * ``partial``: ``config.json`` matches but there is no summary yet: trained
   with ``resume=True`` (from the last checkpoint, or from scratch if it died
   in its first epoch).
 * ``new``: nothing there yet: trained.
 
-A directory whose ``config.json`` differs from the run's config is never
-overwritten: the sweep stops before training anything and says which.
+A directory whose ``config.json`` differs from the run's config, or whose
+records are damaged or not whole, is never overwritten: the sweep stops
+before training anything and says which. Each run is trained under its
+workdir's lock (:func:`experiments.cifar10.workdir.exclusive`), so two sweeps
+on one runs directory never train the same run at once: the second stops
+with one line naming the first.
 Checkpoints (about 1 GB each for the article's network) of a complete run
 are deleted unless ``keep_checkpoints``.
 """
@@ -20,13 +26,13 @@ are deleted unless ``keep_checkpoints``.
 from __future__ import annotations
 
 import dataclasses
-import json
 import pathlib
 import shutil
 from collections.abc import Callable
 from typing import Any, Literal
 
 from experiments.cifar10 import configs, records
+from experiments.cifar10 import workdir as workdir_policy
 from experiments.cifar10.configs import Config
 from experiments.cifar10.train import train_and_evaluate
 from experiments.claims.budgets import Budget
@@ -68,15 +74,24 @@ def run_status(workdir: pathlib.Path, config: Config) -> Status:
   """Whether ``workdir`` holds a complete or partial run of ``config``, or none.
 
   Raises:
-    RunConflictError: ``workdir`` holds a run of another config.
+    RunConflictError: ``workdir`` holds a run of another config, or damaged
+      records, or a summary whose records are not whole.
   """
+  try:
+    return _status(workdir, config)
+  except records.RecordsError as e:
+    raise RunConflictError(f"{e}. Nothing was changed; repair or move {workdir} away to "
+                           f"rerun it.") from e
+
+
+def _status(workdir: pathlib.Path, config: Config) -> Status:
   config_file = workdir / records.CONFIG
   if not config_file.exists():
     if (workdir / records.SUMMARY).exists():
       raise RunConflictError(f"{workdir} has a summary.json but no config.json; it is not a "
                              f"run this sweep made. Move it away.")
     return "new"
-  saved = json.loads(config_file.read_text())
+  saved = records.read_config(workdir)
   try:  # Fields added to Config after the run was made take their defaults.
     saved_config = Config.from_json(saved)
   except (TypeError, ValueError) as e:
@@ -88,7 +103,19 @@ def run_status(workdir: pathlib.Path, config: Config) -> Status:
                      for k in sorted(ours) if ours[k] != theirs[k])
     raise RunConflictError(f"{workdir} holds a run with a different config ({diff}). Nothing "
                            f"was changed; move it away, or use another --runs-dir.")
-  return "complete" if (workdir / records.SUMMARY).exists() else "partial"
+  summary = records.read_summary(workdir)
+  if summary is None:
+    return "partial"
+  rows = records.read_metrics(workdir)
+  epochs = [row["epoch"] for row in rows]
+  diverged = summary.get("diverged") is True  # Its rows end at the epoch that diverged.
+  if epochs != list(range(1, len(epochs) + 1)) or not epochs or not (
+      len(epochs) == config.epochs or diverged):
+    raise RunConflictError(
+        f"{workdir / records.METRICS} holds rows for epochs {epochs}, not one per epoch "
+        f"1..{config.epochs}, next to a {records.SUMMARY}: the run's records are not whole. "
+        f"Nothing was changed; move {workdir} away to train it again.")
+  return "complete"
 
 
 def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path
@@ -150,12 +177,14 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
     if run.status != "complete" and max_runs is not None and trained == max_runs:
       log(f"stopping after {trained} runs (max_runs); the rest stay for the next sweep")
       break
-    if run.status != "complete":
-      trained += 1
-      log(f"[{i}/{len(plan)}] {run.spec.name} ({run.status}) -> {run.workdir}")
-      config = dataclasses.replace(run.spec.config, data_dir=data_dir)
-      train(config, run.workdir, resume=run.status == "partial")
-      write_host(run.workdir)
-    if not keep_checkpoints:
-      _drop_checkpoints(run.workdir)
+    with workdir_policy.exclusive(run.workdir):  # One writer per run, across sweeps.
+      status = run_status(run.workdir, run.spec.config)  # Another sweep may have run it.
+      if status != "complete":
+        trained += 1
+        log(f"[{i}/{len(plan)}] {run.spec.name} ({status}) -> {run.workdir}")
+        config = dataclasses.replace(run.spec.config, data_dir=data_dir)
+        train(config, run.workdir, resume=status == "partial")
+        write_host(run.workdir)
+      if not keep_checkpoints:
+        _drop_checkpoints(run.workdir)
   return plan

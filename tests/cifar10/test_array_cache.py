@@ -1,6 +1,9 @@
 """The array cache: built once, published atomically, checked on every read."""
 
 import json
+import os
+import shutil
+import stat
 
 import numpy as np
 import pytest
@@ -100,3 +103,34 @@ def test_a_failed_build_leaves_nothing_and_stale_builds_are_swept(tmp_path):
   with pytest.raises(ValueError, match="bad data"):
     array_cache.load_or_build(entry, failing)
   assert sorted(p.name for p in tmp_path.iterdir()) == [".entry.lock"]
+
+
+@pytest.mark.parametrize("replacement", ["file", "dangling symlink", "symlink to a file"])
+def test_an_entry_replaced_by_a_file_or_symlink_is_rebuilt(tmp_path, replacement, capsys):
+  entry, calls = tmp_path / "entry", []
+  array_cache.load_or_build(entry, _build_counting(calls))
+  shutil.rmtree(entry)
+  if replacement == "file":
+    entry.write_text("not an entry")
+  elif replacement == "dangling symlink":
+    entry.symlink_to(tmp_path / "nowhere")
+  else:
+    (tmp_path / "a_file").write_text("x")
+    entry.symlink_to(tmp_path / "a_file")
+  got = array_cache.load_or_build(entry, _build_counting(calls))
+  np.testing.assert_array_equal(got["labels"], ARRAYS["labels"])
+  assert len(calls) == 2 and entry.is_dir() and not entry.is_symlink()
+  if replacement == "symlink to a file":
+    assert (tmp_path / "a_file").read_text() == "x"  # The link went, not its target.
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o002, 0o077])
+def test_entries_get_the_modes_the_umask_allows(tmp_path, umask):
+  old = os.umask(umask)
+  try:
+    array_cache.load_or_build(tmp_path / "entry", _build_counting([]))
+  finally:
+    os.umask(old)
+  assert stat.S_IMODE((tmp_path / "entry").stat().st_mode) == 0o777 & ~umask
+  for path in (tmp_path / "entry").iterdir():
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~umask, path.name

@@ -152,3 +152,24 @@ def test_a_checkpoint_without_checksums_is_restored_with_a_warning_unless_the_wo
   restored = _restore_or_error(directory, config)
   assert not isinstance(restored, Exception), restored
   assert "restored unverified" in capsys.readouterr().err
+
+
+@pytest.mark.usefixtures("mock_cifar10")
+def test_a_save_that_did_not_finish_is_set_aside_and_the_run_resumes_before_it(
+    tmp_path, tiny, capsys):
+  # As a kill between Orbax's commit of epoch 2 and its checksums leaves the workdir.
+  train_and_evaluate(get_config("smoke", epochs=2, **tiny), tmp_path / "w")
+  unfinished = tmp_path / "w" / "checkpoints" / "2"
+  (unfinished / CHECKSUMS).unlink()
+  kept = _fingerprint(unfinished)
+  capsys.readouterr()
+  summary = train_and_evaluate(get_config("smoke", epochs=2, **tiny), tmp_path / "w",
+                               resume=True)
+  aside = tmp_path / "w" / "unverified_checkpoints" / "2"
+  (line,) = [s for s in capsys.readouterr().err.splitlines() if CHECKSUMS in s]
+  assert line == (f"The checkpoint of epoch 2 has no {CHECKSUMS}: its save did not finish. "
+                  f"It was moved, unverified, to {aside}; resuming from the checkpoint "
+                  f"before it.")
+  assert _fingerprint(aside) == kept  # Set aside, not deleted.
+  assert summary["resumed_from_epoch"] == 1
+  assert (tmp_path / "w" / "checkpoints" / "2" / CHECKSUMS).exists()  # Epoch 2 trained again.

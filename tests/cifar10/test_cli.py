@@ -19,11 +19,12 @@ REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def test_flags_override_the_preset():
-  config, workdir, resume, distributed = cli.parse([
+  config, workdir, resume, distributed, overwrite = cli.parse([
       "--preset", "smoke", "--workdir", "w", "--epochs", "3", "--batch-size", "64",
       "--learning-rate", "1e-3", "--max-norm", "4", "--constrain", "all", "--dtype", "bfloat16",
       "--seed", "7", "--train-subset", "100", "--data-dir", "d", "--resume"])
-  assert (workdir, resume, distributed) == ("w", True, None)
+  assert (workdir, resume, distributed, overwrite) == ("w", True, None, False)
+  assert cli.parse(["--workdir", "w", "--overwrite"]).overwrite is True
   assert (config.epochs, config.batch_size, config.learning_rate) == (3, 64, 1e-3)
   assert (config.max_norm, config.constrain, config.dtype) == (4.0, "all", "bfloat16")
   assert (config.seed, config.train_subset) == (7, 100)
@@ -83,7 +84,15 @@ def test_equivalent_command_reads_back_as_the_same_config(config):
     (["--constrain", "conv1"], "invalid choice"),
     (["--optimizer", "rmsprop"], "invalid choice"),
     (["--preset", "huge"], "invalid choice"),
-    (["--seed", "-1"], "--seed: must be >= 0"),
+    (["--seed", "-1"], "--seed: must be in [0, 2**63)"),
+    (["--seed", str(2**63)], "--seed: must be in [0, 2**63)"),
+    (["--split-seed", str(2**64)], "--split-seed: must be in [0, 2**63)"),
+    (["--val-size", "50000"], "--val-size: must be in [1, 50000)"),
+    (["--lr-decay", "1e300"], "--lr-decay: overflows float32"),
+    (["--learning-rate", "1e39"], "--learning-rate: overflows float32"),
+    (["--adam-eps", "1e-46"], "--adam-eps: underflows float32"),
+    (["--max-norm", "1e-40"], "--max-norm: underflows float32"),
+    (["--workdir", ""], "argument --workdir: must not be empty"),
     (["--lr-decay", "-1"], "--lr-decay: must be finite and >= 0"),
     (["--momentum", "1.5"], "--momentum: must be in [0, 1)"),
     (["--log-every", "-2"], "--log-every: must be >= 0"),
@@ -91,6 +100,9 @@ def test_equivalent_command_reads_back_as_the_same_config(config):
     (["--num-devices", "0"], "--num-devices: must be >= 1"),
     (["--shard-dense1", "both"], "invalid choice"),
     (["--process-id", "1"], "--process-id needs --distributed"),
+    (["--resume", "--overwrite"], "not allowed with argument --resume"),
+    (["--distributed-timeout", "5"], "--distributed-timeout needs --distributed"),
+    (["--distributed", "--distributed-timeout", "0"], "--distributed-timeout: must be >= 1"),
     (["--bogus"], "unrecognized arguments"),
 ])
 def test_bad_flags_exit_with_code_2_and_say_why(argv, message, capsys, tmp_path):
@@ -107,11 +119,12 @@ def test_distributed_flags():
   invocation = cli.parse(["--workdir", "w", "--num-devices", "4", "--shard-dense1", "out",
                           "--distributed", "--num-processes", "2", "--process-id", "1"])
   assert (invocation.config.num_devices, invocation.config.shard_dense1) == (4, "out")
-  assert invocation.distributed == dict(coordinator_address=None, num_processes=2, process_id=1)
+  assert invocation.distributed == dict(coordinator_address=None, num_processes=2, process_id=1,
+                                       timeout_s=None)
   assert cli.parse(["--workdir", "w", "--distributed", "--coordinator-address",
-                    "10.0.0.2:1234"]).distributed == dict(
+                    "10.0.0.2:1234", "--distributed-timeout", "30"]).distributed == dict(
                         coordinator_address="10.0.0.2:1234", num_processes=None,
-                        process_id=None)
+                        process_id=None, timeout_s=30)
 
 
 def _run_cli(*args, cwd=REPO):

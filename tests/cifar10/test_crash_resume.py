@@ -1,7 +1,8 @@
 """kill -9 at random moments, then --resume: the run ends bit-identical to a straight one.
 
 Each trial starts a run in its own process, kills it with SIGKILL after a random
-delay (during start-up, an epoch, a checkpoint save or the final evaluation),
+delay (during start-up, an epoch, a checkpoint save or the final evaluation; a
+separate test kills it between Orbax's commit of a checkpoint and its checksums),
 then resumes it (killing it again, while it is not finished, until it is), and
 compares the final checkpoint (parameters and Adam's state) and every per-epoch
 metric with those of a run that was never interrupted.
@@ -25,6 +26,7 @@ from experiments.cifar10.train import create_train_state
 
 WORKER = pathlib.Path(__file__).with_name("mock_run.py")
 REPO = pathlib.Path(__file__).resolve().parents[2]
+MAX_KILLS = 4  # Per trial.
 
 
 def _env(cache_dir):
@@ -38,7 +40,7 @@ def _env(cache_dir):
 
 def _run(workdir, overrides, env, *, resume=False, kill_after=None):
   """Runs the worker; kills it after ``kill_after`` seconds if it is still running.
-  Returns True if the run finished by itself."""
+  Returns True if the run finished by itself (False: it was killed, by us or itself)."""
   args = [sys.executable, str(WORKER), str(workdir), json.dumps(overrides)]
   args += ["--resume"] if resume else []
   with open(workdir.parent / f"{workdir.name}.log", "a") as log:
@@ -49,6 +51,8 @@ def _run(workdir, overrides, env, *, resume=False, kill_after=None):
       proc.send_signal(signal.SIGKILL)
       proc.wait()
       return False
+  if proc.returncode == -signal.SIGKILL:  # It killed itself (MOCK_RUN_KILL_BEFORE_CHECKSUMS).
+    return False
   assert proc.returncode == 0, (workdir.parent / f"{workdir.name}.log").read_text()[-3000:]
   return True
 
@@ -88,9 +92,11 @@ def _kill_and_resume_trials(tmp_path, tiny, trials, seed):
     kills.append([])
     while not finished:
       # A process may outlive the timed run (machine load) or finish first (a resume
-      # skips the epochs it has), so a trial is killed zero or more times.
+      # skips the epochs it has), so a trial is killed zero or more times; after
+      # MAX_KILLS, the next process may finish, so that a loaded machine ends a trial.
       delay = float(rng.uniform(0.2, duration))
-      finished = _run(workdir, overrides, env, resume=resume, kill_after=delay)
+      finished = _run(workdir, overrides, env, resume=resume,
+                      kill_after=delay if len(kills[-1]) < MAX_KILLS else None)
       if not finished:
         kills[-1].append(delay)
       resume = True
@@ -100,6 +106,28 @@ def _kill_and_resume_trials(tmp_path, tiny, trials, seed):
     assert (got["test_loss"], got["test_accuracy"]) == (summary["test_loss"],
                                                        summary["test_accuracy"])
   return kills
+
+
+def test_kill_9_between_commit_and_checksums_then_resume_ends_bit_identical(tmp_path, tiny):
+  # The window a random delay rarely hits: Orbax has committed the epoch's checkpoint
+  # and the process dies before its sha256.json is written (the worker kills itself).
+  overrides = dict(tiny, epochs=3, num_devices=1)
+  config = get_config("smoke", **overrides)
+  env = _env(tmp_path / "jax_cache")
+  straight = tmp_path / "straight"
+  assert _run(straight, overrides, env)
+  want_state, want_metrics = _final_state(straight, config), _metrics(straight)
+  for epoch in (1, 3):  # The first epoch (no checksummed one yet) and the last.
+    workdir = tmp_path / f"window{epoch}"
+    assert not _run(workdir, overrides, dict(env, MOCK_RUN_KILL_BEFORE_CHECKSUMS=str(epoch)))
+    assert not (workdir / "checkpoints" / str(epoch) / "sha256.json").exists()
+    assert _run(workdir, overrides, env, resume=True)
+    log = (workdir.parent / f"{workdir.name}.log").read_text()
+    assert f"The checkpoint of epoch {epoch} has no sha256.json: its save did not finish" in log
+    assert "restored unverified" not in log and "Traceback" not in log
+    assert (workdir / "unverified_checkpoints" / str(epoch)).is_dir()  # Kept aside.
+    jax.tree.map(np.testing.assert_array_equal, _final_state(workdir, config), want_state)
+    assert _metrics(workdir) == want_metrics
 
 
 def test_kill_9_then_resume_ends_bit_identical(tmp_path, tiny):

@@ -1,6 +1,7 @@
 """Where the examples come from: the archive by default, a prepared tfds copy with
 --data-dir, tfds's mock in tests; the same arrays in the same order whichever path."""
 
+import errno
 import json
 import logging
 import os
@@ -186,6 +187,39 @@ def test_without_a_writable_cache_a_copy_is_decoded_every_time(fake_cifar10, tmp
   assert train.decoded == 30 and "cannot be written" in capsys.readouterr().err
   with pytest.raises(data_sources.DataUnavailableError, match=array_cache.CACHE_DIR_ENV):
     data_sources.open_splits(get_config("smoke"))  # The archive needs somewhere to go.
+
+
+def test_a_full_disk_while_caching_falls_back_to_decoding_in_memory(fake_cifar10, tmp_path,
+                                                                   monkeypatch, capsys):
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(array_cache.np, "save", no_space)  # The entry's first write fails.
+  version_dir, (train, test) = _copy(tmp_path, fake_cifar10.stored)
+  _assert_splits_equal(data_sources.decoded_copy(train, test, version_dir),
+                       fake_cifar10.stored)
+  assert train.decoded == 15  # Decoded once, not again after the failed write.
+  (line,) = [s for s in capsys.readouterr().err.splitlines() if "warning" in s]
+  assert "cannot be written (No space left on device), so this start decodes the copy in " \
+         "memory" in line
+  entry = data_sources.copy_cache_entry(version_dir)
+  assert [p.name for p in entry.parent.iterdir() if not p.name.endswith(".lock")] == []
+
+
+class _DamagedSource(_Source):
+  def __getitems__(self, indices):
+    raise RuntimeError("FAILED_PRECONDITION: Riegeli: truncated chunk at byte 4096\nmore")
+
+
+def test_a_damaged_copy_says_copy_it_again(fake_cifar10, tmp_path):
+  version_dir, (train, test) = _copy(tmp_path, fake_cifar10.stored)
+  damaged = _DamagedSource(fake_cifar10.stored["test_images"], fake_cifar10.stored["test_labels"])
+  with pytest.raises(data_sources.DataUnavailableError) as error:
+    data_sources.decoded_copy(train, damaged, version_dir)
+  assert str(error.value) == (
+      f"The copy in {version_dir} cannot be read (RuntimeError: FAILED_PRECONDITION: Riegeli: "
+      f"truncated chunk at byte 4096). The copy is damaged or incomplete; copy it again, or "
+      f"omit --data-dir to build CIFAR-10 from its canonical archive.")
+  assert not data_sources.copy_cache_entry(version_dir).exists()
 
 
 def _prepare(root: pathlib.Path, layout: str) -> None:

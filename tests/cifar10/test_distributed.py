@@ -49,6 +49,24 @@ def test_distributed_without_a_cluster_or_addresses_is_a_clear_error(tmp_path):
   assert not (tmp_path / "w").exists()
 
 
+def test_a_peer_that_never_comes_is_one_line_after_the_timeout(tmp_path):
+  port = _free_port()
+  env = {k: v for k, v in os.environ.items() if not k.startswith("JAX_")}
+  result = subprocess.run(
+      [sys.executable, "-m", "experiments.cifar10", "--workdir", str(tmp_path / "w"),
+       "--distributed", "--coordinator-address", f"127.0.0.1:{port}", "--num-processes", "2",
+       "--process-id", "0", "--distributed-timeout", "3"],
+      cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+  assert result.returncode == 1, result.stderr
+  lines = result.stderr.splitlines()
+  assert f"waits up to 3 s for 2 processes at 127.0.0.1:{port}" in lines[0]
+  (error,) = [line for line in lines if line.startswith("error:")]
+  assert error.startswith(f"error: --distributed: 2 processes did not all join at "
+                          f"127.0.0.1:{port} within 3 s (--distributed-timeout).")
+  assert "Traceback" not in result.stderr
+  assert not (tmp_path / "w").exists()
+
+
 def _free_port():
   with socket.socket() as s:
     s.bind(("127.0.0.1", 0))

@@ -129,3 +129,12 @@ def test_padded_last_batch_trains_exactly_like_the_bare_partial_batch():
   jax.tree.map(functools.partial(np.testing.assert_allclose, rtol=1e-5, atol=1e-7),
                new_padded.params, new_bare.params)
   assert isinstance(new_padded, TrainState)
+
+
+@pytest.mark.usefixtures("mock_cifar10")
+def test_a_val_size_the_data_cannot_hold_is_one_clear_error():
+  config = get_config("smoke", val_size=300, train_subset=None, eval_subset=None)
+  with pytest.raises(ip.DataUnavailableError,
+                     match="--val-size 300 does not fit cifar10's training split of 300 "
+                           "examples"):
+    ip.load_splits(config, sharding.make_mesh(1))

@@ -1,10 +1,16 @@
 """One run's results page, from fabricated run files."""
 
 import json
+import os
+import pathlib
+import subprocess
+import sys
 
 import pytest
 
 from experiments.cifar10 import report
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 def _write_run(workdir, norms, fractions, steps=()):
@@ -59,3 +65,35 @@ def test_an_unfinished_run_is_refused(tmp_path, capsys):
   assert "has not finished" in capsys.readouterr().err
   with pytest.raises(FileNotFoundError):
     report.render(tmp_path / "w", tmp_path / "o", commands=[])
+
+
+def _snapshot(root):
+  return {p: p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("damage, message", [
+    (("metrics.jsonl", '{"epoch": 1}\n{junk\n'), "metrics.jsonl, line 2: not a JSON object"),
+    (("steps.jsonl", '{"loss": 1.0}\n'), "steps.jsonl, line 1: no integer 'step'"),
+    (("summary.json", '{"test_accuracy": 0.6,\n'), "summary.json, line 2: not JSON"),
+    (("config.json", "\xff"), "config.json, line 1: not JSON"),
+    (("out", None), "--out {out} exists and is not a directory"),
+    (("same", None), "--out {out} is the run's --workdir"),
+])
+def test_a_damaged_run_or_a_bad_out_is_one_line_and_exit_1(tmp_path, damage, message):
+  workdir, out = tmp_path / "w", tmp_path / "o"
+  _write_run(workdir, norms=[1.5], fractions=[0.0])
+  name, content = damage
+  if name == "out":
+    out.write_text("a file")
+  elif name == "same":
+    out = workdir
+  else:
+    (workdir / name).write_text(content)
+  before = _snapshot(tmp_path)
+  result = subprocess.run([sys.executable, "-m", "experiments.cifar10.report", "--workdir",
+                           str(workdir), "--out", str(out)], cwd=REPO, capture_output=True,
+                          text=True, timeout=120, env=dict(os.environ, PYTHONPATH=str(REPO)))
+  assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+  (line,) = result.stderr.splitlines()
+  assert message.format(out=out) in line
+  assert _snapshot(tmp_path) == before

@@ -10,7 +10,7 @@ import jax
 import numpy as np
 import pytest
 
-from experiments.cifar10 import train
+from experiments.cifar10 import epoch_loop
 from experiments.cifar10.checkpoints import Checkpoints
 from experiments.cifar10.configs import get_config
 from experiments.cifar10.train import create_train_state, train_and_evaluate
@@ -147,7 +147,7 @@ def test_a_non_finite_loss_stops_the_run_within_a_read_interval(tmp_path, tiny, 
   assert summary["diverged"] is True
   at = summary["diverged_at_step"]
   assert 1 <= at < 8  # Inside epoch 1 (8 steps).
-  assert at <= summary["steps"] <= min(8, at + train.READ_EVERY + 1)
+  assert at <= summary["steps"] <= min(8, at + epoch_loop.READ_EVERY + 1)
   if log_every:
     rows = _jsonl(tmp_path / "steps.jsonl")
     assert rows[-1]["step"] == at and rows[-1]["loss"] is None  # NaN is written as null.
@@ -162,7 +162,7 @@ def test_a_non_finite_loss_stops_the_run_within_a_read_interval(tmp_path, tiny, 
 
 class _HostReads:
   """Counts device-to-host reads: ``jax.Array`` conversions to host values, and calls of
-  ``train.read_host`` (the loop's one sanctioned way to read)."""
+  ``epoch_loop.read_host`` (the loop's one sanctioned way to read)."""
 
   CONVERSIONS = ("__array__", "__float__", "__int__", "__bool__", "__index__", "item",
                  "tolist")
@@ -172,7 +172,7 @@ class _HostReads:
     array_type = type(jax.numpy.zeros(()))
     for name in self.CONVERSIONS:
       monkeypatch.setattr(array_type, name, self._counting(name, getattr(array_type, name)))
-    read_host = train.read_host
+    read_host = epoch_loop.read_host
 
     def counted_read(tree):
       self.sanctioned += 1
@@ -181,8 +181,8 @@ class _HostReads:
         return read_host(tree)
       finally:
         self._inside = False
-    monkeypatch.setattr(train, "read_host", counted_read)
-    train_epoch = train.train_epoch
+    monkeypatch.setattr(epoch_loop, "read_host", counted_read)
+    train_epoch = epoch_loop.train_epoch
 
     def watched_epoch(*args, **kwargs):
       self.watching = True
@@ -191,7 +191,7 @@ class _HostReads:
       finally:
         self.watching = False
     self.watching = False
-    monkeypatch.setattr(train, "train_epoch", watched_epoch)
+    monkeypatch.setattr(epoch_loop, "train_epoch", watched_epoch)
 
   def _counting(self, name, method):
     def wrapper(array, *args, **kwargs):
@@ -205,8 +205,8 @@ class _HostReads:
 @pytest.mark.usefixtures("mock_cifar10")
 def test_the_loop_reads_the_device_once_per_interval_and_nowhere_else(
     tmp_path, tiny, monkeypatch, log_every):
-  monkeypatch.setattr(train, "READ_EVERY", 3)
-  monkeypatch.setattr(train, "READ_INTERVAL_S", 1e9)
+  monkeypatch.setattr(epoch_loop, "READ_EVERY", 3)
+  monkeypatch.setattr(epoch_loop, "READ_INTERVAL_S", 1e9)
   reads = _HostReads(monkeypatch)
   epochs, steps = 2, 8
   train_and_evaluate(get_config("smoke", epochs=epochs, log_every=log_every, **tiny), tmp_path)
@@ -222,13 +222,13 @@ def test_the_loop_reads_the_device_once_per_interval_and_nowhere_else(
 def test_the_counter_sees_an_implicit_read_in_the_loop(tmp_path, tiny, monkeypatch):
   # A loop that converts a device value to a host value outside read_host is caught.
   reads = _HostReads(monkeypatch)
-  norm_stats = train.metrics.norm_stats
+  norm_stats = epoch_loop.metrics.norm_stats
 
   def norm_stats_that_reads(params):
     stats = norm_stats(params)
     float(stats["dense1/kernel"]["max"])  # An implicit device-to-host read.
     return stats
-  monkeypatch.setattr(train.metrics, "norm_stats", norm_stats_that_reads)
+  monkeypatch.setattr(epoch_loop.metrics, "norm_stats", norm_stats_that_reads)
   train_and_evaluate(get_config("smoke", epochs=1, log_every=4, **tiny), tmp_path)
   assert reads.other == ["__float__"] * 3  # Steps 1, 4 and 8.
 

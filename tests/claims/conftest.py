@@ -12,7 +12,7 @@ import pytest
 from experiments.cifar10 import records
 from experiments.claims.budgets import Budget
 from experiments.claims.results import LAYERS, load_result
-from experiments.claims.sweep import plan_sweep
+from experiments.claims.sweep import workdir_of
 
 
 @pytest.fixture
@@ -93,7 +93,9 @@ def step_rows() -> Callable[..., list[dict[str, Any]]]:
 
 @pytest.fixture
 def results_of():
-  """``results_of(experiment, budget, runs_dir)``: every run of the plan, read from disk."""
+  """``results_of(experiment, budget, runs_dir)``: every run of the plan, read from disk
+  (fabricated runs may hold fewer epochs than their config: no sweep status is asked)."""
   def read(experiment, budget, runs_dir):
-    return [load_result(p.spec, p.workdir) for p in plan_sweep(experiment, budget, runs_dir)]
+    return [load_result(spec, workdir_of(runs_dir, budget, experiment, spec))
+            for spec in experiment.runs(budget)]
   return read

@@ -78,3 +78,19 @@ def test_the_budget_flag_takes_cpu_proxy(tmp_path):
   section = read_sections(tmp_path / "out" / "e2_c_and_placement" / "results.md")["cpu-proxy"]
   runs = EXPERIMENTS["e2"].runs(BUDGETS["cpu-proxy"])
   assert code == 0 and f"- **Runs complete:** 0 of {len(runs)}; not run yet:" in section
+
+
+def test_report_only_refuses_to_shrink_a_committed_section(tmp_path, fabricate, results_of,
+                                                          capsys):
+  path = _committed_copy(tmp_path, "e1_max_norm_vs_none")
+  before = {p.name: p.read_bytes() for p in path.parent.iterdir()}
+  one = results_of(EXPERIMENTS["e1"], CPU, tmp_path / "runs")[0]
+  fabricate(one.workdir, one.spec, val=0.45, test=0.46)
+  argv = ["e1", "--budget", "cpu", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+          str(tmp_path / "out"), "--report-only"]
+  assert main(argv) == 1
+  (line,) = [s for s in capsys.readouterr().err.splitlines() if s.startswith("error:")]
+  assert "holds 6 of 6 complete runs, and only 1 are complete here" in line
+  assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
+  assert main([*argv, "--allow-shrink"]) == 0
+  assert "- **Runs complete:** 1 of 6" in read_sections(path)["cpu"]

@@ -13,7 +13,7 @@ from experiments import plotting
 from experiments.cifar10 import cli
 from experiments.claims.budgets import BUDGETS
 from experiments.claims.experiment import Experiment, Plot
-from experiments.claims.report import read_sections, render_report
+from experiments.claims.report import SectionShrinkError, read_sections, render_report
 from experiments.claims.runs import make_run
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -121,7 +121,11 @@ def test_a_section_whose_runs_are_not_here_is_kept_until_some_are(tmp_path, toy_
   render_report(TOY, CPU, elsewhere, out, command="second")
   assert _section(path, "cpu") == committed
   assert "kept the section already in" in capsys.readouterr().out
-  render_report(TOY, CPU, elsewhere[:1] + toy_runs()[1:], out, command="third")
+  with pytest.raises(SectionShrinkError, match="holds 2 of 2 complete runs, and only 1"):
+    render_report(TOY, CPU, elsewhere[:1] + toy_runs()[1:], out, command="third")
+  assert _section(path, "cpu") == committed
+  render_report(TOY, CPU, elsewhere[:1] + toy_runs()[1:], out, command="third",
+                allow_shrink=True)
   assert "third" in _section(path, "cpu") and "Runs complete:** 1 of 2" in (
       _section(path, "cpu"))
 

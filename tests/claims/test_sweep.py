@@ -2,15 +2,23 @@
 
 import dataclasses
 import json
+import os
 import pathlib
+import re
+import signal
+import subprocess
+import sys
 
 import pytest
 
 from experiments.cifar10 import records
+from experiments.cifar10.workdir import WorkdirError
 from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import render_report
 from experiments.claims.results import load_result
 from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep, workdir_of
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
 class FakeTrain:
@@ -26,7 +34,10 @@ class FakeTrain:
     records.write_config(workdir, config)
     (workdir / "checkpoints" / "1").mkdir(parents=True, exist_ok=True)
     (workdir / "checkpoints" / "1" / "state").write_bytes(b"weights")
-    records.write_summary(workdir, {"test_accuracy": 0.5})
+    records.truncate_metrics(workdir, 0)
+    for epoch in range(1, config.epochs + 1):
+      records.append_metrics(workdir, {"epoch": epoch, "val_accuracy": 0.5})
+    records.write_summary(workdir, {"test_accuracy": 0.5, "epochs": config.epochs})
 
 
 @pytest.fixture
@@ -144,3 +155,48 @@ def test_a_real_sweep_on_mock_data_trains_logs_and_reports(tmp_path, tiny_budget
     assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   again = run_sweep(one, tiny_budget, tmp_path / "runs", log=lambda _: None)
   assert {p.status for p in again} == {"complete"}
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("", "holds rows for epochs [], not one per epoch"),
+    ('{"epoch": 2}\n', "holds rows for epochs [2], not one per epoch"),
+    ('{"epoch": 1}\n{"epoch": 1}\n', "holds rows for epochs [1, 1], not one per epoch"),
+    ('{"epoch": 1}\nnot json\n', "metrics.jsonl, line 2: not a JSON object"),
+])
+def test_a_run_is_complete_only_with_one_row_per_epoch(tmp_path, sweep, tiny_budget, damage,
+                                                       message):
+  _, plan = sweep(tmp_path)
+  damaged = plan[1].workdir
+  assert plan[1].spec.config.epochs == 1
+  (damaged / "metrics.jsonl").write_text(damage)
+  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
+  with pytest.raises(RunConflictError, match=re.escape(message)):
+    sweep(tmp_path)
+  assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+
+
+def test_a_run_another_sweep_is_training_stops_this_one(tmp_path, sweep, tiny_budget):
+  spec = EXPERIMENTS["e1"].runs(tiny_budget)[0]
+  busy = workdir_of(tmp_path, tiny_budget, EXPERIMENTS["e1"], spec)
+  holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(busy)], cwd=REPO,
+                            stdout=subprocess.PIPE, text=True,
+                            env=dict(os.environ, PYTHONPATH=str(REPO)))
+  try:
+    assert holder.stdout.readline() == "held\n"
+    with pytest.raises(WorkdirError, match=f"is in use by pid {holder.pid} on host "):
+      sweep(tmp_path)
+  finally:
+    holder.send_signal(signal.SIGKILL)
+    holder.wait()
+    holder.stdout.close()
+  fake, _ = sweep(tmp_path)  # The holder died: its lock does not block.
+  assert len(fake.calls) == 6
+
+
+HOLDER = """
+import pathlib, sys, time
+from experiments.cifar10 import workdir
+with workdir.exclusive(pathlib.Path(sys.argv[1])):
+  print("held", flush=True)
+  time.sleep(120)
+"""
