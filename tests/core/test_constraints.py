@@ -1,4 +1,4 @@
-"""maxnorm_jax/_transforms.py: what each constraint does to the updates, and its telemetry."""
+"""maxnorm_jax/_constraints.py, transformations: what each does to the updates; telemetry."""
 
 import jax
 import jax.numpy as jnp
