@@ -85,13 +85,15 @@ def _project_leaf(param: jax.Array | None, update: jax.Array, spec: LeafSpec
   known_hi = _known(hi)
   small_norms_matter = grows or known_hi is None or known_hi ** 2 < 4 * (
       _numerics.underflow_limit(acc, math.prod(x.shape[a] for a in spec.axes)))
-  norms = _numerics.neuron_norms(x, spec.axes, small_norms_matter=small_norms_matter)
+  norms = _numerics.neuron_norms((u,) if p is None else (p, u), spec.axes,
+                                 small_norms_matter=small_norms_matter)
   n = norms.value
   outside = norms.finite & ((n > hi) | (n < lo))
   clipped = jnp.clip(n, lo, hi)
   factor = (clipped if rate_is_one else rate * clipped) / jnp.where(
       norms.scaled > 0, norms.scaled, jnp.ones_like(norms.scaled))
-  unit = jnp.ldexp(jnp.ones_like(n), -norms.exponent)  # 1 for an ordinary neuron
+  unit = norms.unit  # 1 for an ordinary neuron
+  p_factor = unit * factor - rate  # p's share: target(p) - p = p * p_factor, to rounding
 
   def target(w: jax.Array) -> jax.Array:  # w * desired / n, without overflow
     t = (w * unit) * factor
@@ -100,9 +102,11 @@ def _project_leaf(param: jax.Array | None, update: jax.Array, spec: LeafSpec
   if p is None:
     new = target(u)
   elif not grows:
-    # target is linear in w: split so that p + u feeds the norms alone, and XLA
-    # need not write it out between the two passes.
-    new = target(u) + (target(p) - p)
+    # target(u) + target(p) - p, so that p + u feeds the norms alone and XLA
+    # need not write it out between the two passes. p * p_factor is exact to
+    # rounding when the scale is near 1; when the scale is too small for a
+    # float, p's share is far below the rounding of p + update at p's scale.
+    new = target(u) + p * p_factor
   else:
     # Scaling up would magnify the rounding of u and p separately.
     new = target(x) - p
@@ -509,7 +513,7 @@ def neuron_norms(params: PyTree, *, axis: Axis = None, neuron_axis: int | None =
 
   def one(spec: LeafSpec, w: jax.Array) -> tuple[jax.Array, None]:
     x = w.astype(_numerics.accumulation_dtype(w.dtype))
-    return jnp.squeeze(_numerics.neuron_norms(x, spec.axes).value, axis=spec.axes), None
+    return jnp.squeeze(_numerics.neuron_norms((x,), spec.axes).value, axis=spec.axes), None
 
   out, _ = _tree.map_selected(resolved, one, params, caller=caller, unselected=lambda _: None)
   return out

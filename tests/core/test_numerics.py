@@ -63,12 +63,12 @@ def test_empty_leaves_have_zero_norms_or_no_neuron(shape, expected):
 def test_scaled_norms_are_exact_for_the_largest_and_smallest_floats():
   big = np.float32(np.finfo(np.float32).max)
   w = jnp.array([[big, 0.0, 1e-30], [big, 0.0, 2e-30]], jnp.float32)
-  norms = _numerics.neuron_norms(w, (0,))
+  norms = _numerics.neuron_norms((w,), (0,))
   np.testing.assert_array_equal(np.asarray(norms.finite), [[True, True, True]])
   assert np.all(np.isfinite(np.asarray(norms.scaled)))
   np.testing.assert_array_equal(np.asarray(norms.value)[:, 1], 0.0)  # a zero neuron
   np.testing.assert_allclose(np.asarray(norms.value)[0, 2], np.sqrt(5) * 1e-30, rtol=1e-6)
   assert np.isinf(np.asarray(norms.value)[0, 0])
   np.testing.assert_allclose(
-      np.ldexp(np.asarray(norms.scaled, np.float64)[0, 0], np.asarray(norms.exponent)[0, 0]),
+      np.asarray(norms.scaled, np.float64)[0, 0] / np.asarray(norms.unit, np.float64)[0, 0],
       np.sqrt(2) * np.float64(big), rtol=1e-6)
