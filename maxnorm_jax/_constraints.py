@@ -78,13 +78,12 @@ def _project_leaf(param: jax.Array | None, update: jax.Array, spec: LeafSpec
   acc = _numerics.accumulation_dtype(update.dtype, *([] if param is None else [param.dtype]))
   u = update.astype(acc)
   p = None if param is None else param.astype(acc)
-  x = u if p is None else p + u
   lo, hi, rate = (_in_dtype(v, acc) for v in spec.bounds)
   rate_is_one = _known(rate) == 1
   grows = _known(lo) != 0  # may scale a neuron up
   known_hi = _known(hi)
   small_norms_matter = grows or known_hi is None or known_hi ** 2 < 4 * (
-      _numerics.underflow_limit(acc, math.prod(x.shape[a] for a in spec.axes)))
+      _numerics.underflow_limit(acc, math.prod(u.shape[a] for a in spec.axes)))
   norms = _numerics.neuron_norms((u,) if p is None else (p, u), spec.axes,
                                  small_norms_matter=small_norms_matter)
   n = norms.value
@@ -109,7 +108,7 @@ def _project_leaf(param: jax.Array | None, update: jax.Array, spec: LeafSpec
     new = target(u) + p * p_factor
   else:
     # Scaling up would magnify the rounding of u and p separately.
-    new = target(x) - p
+    new = target(p + u) - p
   new = jnp.where(outside, new, u)
   largest = jnp.max(n, initial=0.0).astype(jnp.float32)
   faulty = jnp.any(~norms.finite)
