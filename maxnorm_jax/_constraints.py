@@ -100,15 +100,24 @@ def _project_leaf(param: jax.Array | None, update: jax.Array, spec: LeafSpec
 
   if p is None:
     new = target(u)
-  elif not grows:
-    # target(u) + target(p) - p, so that p + u feeds the norms alone and XLA
-    # need not write it out between the two passes. p * p_factor is exact to
-    # rounding when the scale is near 1; when the scale is too small for a
-    # float, p's share is far below the rounding of p + update at p's scale.
-    new = target(u) + p * p_factor
   else:
-    # Scaling up would magnify the rounding of u and p separately.
-    new = target(p + u) - p
+    def from_sum() -> jax.Array:
+      return target(p + u) - p
+
+    def split() -> jax.Array:
+      # target(u) + target(p) - p: XLA:CPU then reads p + u in the norms' pass
+      # only, instead of writing it out. p * p_factor is exact to rounding when
+      # the scale is near 1; when the scale is too small for a float, p's share
+      # is far below the rounding of p + update at p's scale. XLA:TPU, on the
+      # other hand, keeps u between the passes when the params are donated.
+      return target(u) + p * p_factor
+
+    if grows:  # scaling up would magnify the rounding of u and p separately
+      new = from_sum()
+    elif isinstance(u, jax.core.Tracer):
+      new = jax.lax.platform_dependent(cpu=split, default=from_sum)
+    else:
+      new = split()
   new = jnp.where(outside, new, u)
   largest = jnp.max(n, initial=0.0).astype(jnp.float32)
   faulty = jnp.any(~norms.finite)
