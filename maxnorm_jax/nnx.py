@@ -82,7 +82,7 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
       constraints, or a declaration is malformed.
 
   Examples:
-    >>> import jax.numpy as jnp, optax
+    >>> import jax, jax.numpy as jnp, optax
     >>> from flax import nnx
     >>> import maxnorm_jax as mnj
     >>> class MLP(nnx.Module):

@@ -50,3 +50,19 @@ def test_core_imports_only_jax_and_optax():
 def test_typed_package():
   from importlib import resources
   assert resources.files("maxnorm_jax").joinpath("py.typed").is_file()
+
+
+def test_docstring_examples_import_what_they_use():
+  """Each example runs as if pasted into a fresh interpreter: no module globals."""
+  import doctest
+  import importlib
+
+  finder = doctest.DocTestFinder()
+  runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
+  failed = []
+  for name in ("_constraints", "_tree", "_numerics", "nnx"):
+    for test in finder.find(importlib.import_module(f"maxnorm_jax.{name}"), globs={}):
+      test.globs = {}
+      if runner.run(test, out=lambda _: None).failed:
+        failed.append(test.name)
+  assert not failed, failed
