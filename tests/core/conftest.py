@@ -66,3 +66,18 @@ def trace(small_params):
     return jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
 
   return run
+
+
+@pytest.fixture(params=["cpu", "tpu-gpu"])
+def both_lowerings(request, monkeypatch):
+  """Runs a test on the CPU lowering and on the one XLA:TPU and XLA:GPU get.
+
+  The library picks its norms' and update's form with ``jax.lax.platform_dependent``;
+  here the non-CPU form is made to run on CPU too, so both are tested everywhere.
+  """
+  if request.param != "cpu":
+    monkeypatch.setattr(jax.lax, "platform_dependent",
+                        lambda *args, default, **_: default(*args))
+  jax.clear_caches()  # no trace of the other lowering may be reused
+  yield request.param
+  jax.clear_caches()

@@ -9,6 +9,8 @@ import pytest
 import maxnorm_jax as mnj
 from tests.core.trees import assert_trees_all_equal
 
+pytestmark = pytest.mark.usefixtures("both_lowerings")
+
 
 def _apply(tx, params, updates):
   state = tx.init(params)

@@ -7,6 +7,8 @@ import pytest
 
 import maxnorm_jax as mnj
 
+pytestmark = pytest.mark.usefixtures("both_lowerings")
+
 
 def _norms64(w):
   w = np.asarray(w, np.float64)

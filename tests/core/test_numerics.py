@@ -8,6 +8,8 @@ import pytest
 import maxnorm_jax as mnj
 from maxnorm_jax import _numerics
 
+pytestmark = pytest.mark.usefixtures("both_lowerings")
+
 
 def _norms64(w, axis=0):
   return np.linalg.norm(np.asarray(w, np.float64), axis=axis)
