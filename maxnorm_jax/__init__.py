@@ -12,22 +12,20 @@ first use only.
 import importlib as _importlib
 from typing import Any as _Any
 
-from maxnorm_jax._neurons import neuron_norms
-from maxnorm_jax._projections import (
-    project_max_norm,
-    project_min_max_norm,
-    project_non_neg,
-    project_unit_norm,
-)
-from maxnorm_jax._selection import path_to_str, paths_matching
-from maxnorm_jax._transforms import (
+from maxnorm_jax._constraints import (
     NonNegState,
     NormConstraintState,
     max_norm,
     min_max_norm,
+    neuron_norms,
     non_neg,
+    project_max_norm,
+    project_min_max_norm,
+    project_non_neg,
+    project_unit_norm,
     unit_norm,
 )
+from maxnorm_jax._tree import path_to_str, paths_matching
 
 __version__ = "0.1.0"
 

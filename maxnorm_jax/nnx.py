@@ -30,10 +30,8 @@ except ModuleNotFoundError as error:
       "maxnorm_jax.nnx needs Flax NNX (flax>=0.12.1), which is not installed; "
       "install it with: pip install 'maxnorm-jax[nnx]'", name=error.name) from error
 
-from maxnorm_jax import _transforms
-from maxnorm_jax._selection import path_to_str
-
-PyTree = Any
+from maxnorm_jax import _constraints
+from maxnorm_jax._tree import PyTree, path_to_str
 
 #: The metadata keys read by :func:`constraints_from`, and what each takes.
 KEYS = {
@@ -140,15 +138,15 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
         raise ValueError(f"{owner}: '{name}' declares {key}={value!r}; give {KEYS[key]}.")
   parts = []
   if non_negs:
-    parts.append(_transforms.non_neg(mask=_paths_in(non_negs)))
+    parts.append(_constraints.non_neg(mask=_paths_in(non_negs)))
   if max_norms:
-    parts.append(_transforms.max_norm(_lookup(max_norms), mask=_paths_in(set(max_norms))))
+    parts.append(_constraints.max_norm(_lookup(max_norms), mask=_paths_in(set(max_norms))))
   for rate, bounds in min_max_norms.items():
-    parts.append(_transforms.min_max_norm(
+    parts.append(_constraints.min_max_norm(
         _lookup({k: lo for k, (lo, _) in bounds.items()}),
         _lookup({k: hi for k, (_, hi) in bounds.items()}), rate, mask=_paths_in(set(bounds))))
   if unit_norms:
-    parts.append(_transforms.unit_norm(mask=_paths_in(unit_norms)))
+    parts.append(_constraints.unit_norm(mask=_paths_in(unit_norms)))
   if not parts:
     raise ValueError(
         f"{owner}: no {getattr(wrt, '__name__', wrt)} of the model declares a constraint. "

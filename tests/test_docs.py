@@ -71,16 +71,9 @@ def _documented():
   return objects
 
 
-# Examples that pass only with their module's globals (doctest's default), not when pasted:
-# they use `jax` or a bare name without importing it. Strict: a fixed one fails here, so this
-# list is kept true.
-NEED_THEIR_MODULE = {"max_norm", "path_to_str"}
-
-
 @pytest.mark.parametrize(
     ("name", "obj"),
-    [pytest.param(n, o, marks=pytest.mark.xfail(strict=True, reason="uses its module's globals"))
-     if n in NEED_THEIR_MODULE else (n, o) for n, o in _documented()],
+    _documented(),
     ids=[n for n, _ in _documented()])
 def test_docstring_example_runs_in_a_fresh_namespace(name, obj):
   if obj is None:

@@ -6,10 +6,11 @@ optimizers do rely on it (``adam``'s bias correction raises a float to an int32
 power), so tests that run them mark themselves ``uses_optax_optimizers``; such
 tests keep rank promotion strict.
 
-The test files mirror the modules: ``test_<module>.py`` tests
-``maxnorm_jax/_<module>.py`` (``test_nnx.py`` tests ``maxnorm_jax/nnx.py``);
-``test_integrations.py`` (jit, optax wrappers, Flax, sharding),
-``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
+The test files mirror the modules: ``test_constraints*.py`` tests
+``maxnorm_jax/_constraints.py``, ``test_numerics.py`` ``_numerics.py``,
+``test_tree_*.py`` ``_tree.py`` (selection, layouts, bounds, resolving) and
+``test_nnx.py`` ``nnx.py``; ``test_integrations.py`` (jit, optax wrappers, Flax,
+sharding), ``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
 ``test_public_api.py`` and ``tests/test_readme.py`` cut across them.
 """
 
@@ -65,3 +66,18 @@ def trace(small_params):
     return jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), state, params)
 
   return run
+
+
+@pytest.fixture(params=["cpu", "tpu-gpu"])
+def both_lowerings(request, monkeypatch):
+  """Runs a test on the CPU lowering and on the one XLA:TPU and XLA:GPU get.
+
+  The library picks its norms' and update's form with ``jax.lax.platform_dependent``;
+  here the non-CPU form is made to run on CPU too, so both are tested everywhere.
+  """
+  if request.param != "cpu":
+    monkeypatch.setattr(jax.lax, "platform_dependent",
+                        lambda *args, default, **_: default(*args))
+  jax.clear_caches()  # no trace of the other lowering may be reused
+  yield request.param
+  jax.clear_caches()

@@ -60,3 +60,4 @@ def test_core_imports_only_jax_and_optax():
 def test_typed_package():
   from importlib import resources
   assert resources.files("maxnorm_jax").joinpath("py.typed").is_file()
+

@@ -1,4 +1,4 @@
-"""maxnorm_jax/_leafwise.py: planning the selected leaves, and mapping over them."""
+"""maxnorm_jax/_tree.py: resolving the selected leaves, and mapping over them."""
 
 import jax
 import jax.numpy as jnp
@@ -6,22 +6,22 @@ import numpy as np
 import pytest
 
 import maxnorm_jax as mnj
-from maxnorm_jax import _layouts, _leafwise
+from maxnorm_jax import _tree
 
 
 def test_map_applies_fn_to_selected_leaves_only_and_keeps_the_rest(small_params):
-  plan = _leafwise.plan(small_params, mask=None, owner="test", layout=_layouts.Layout())
-  assert [s.path if s else None for s in plan.sites] == ["Conv_0/kernel", None,
-                                                         "Dense_0/kernel"]
-  assert [s.axes for s in plan.sites if s] == [(0, 1, 2), (0,)]
+  resolved = _tree.resolve(small_params, mask=None, caller="test", layout=_tree.Layout())
+  assert [s.path if s else None for s in resolved.specs] == ["Conv_0/kernel", None,
+                                                             "Dense_0/kernel"]
+  assert [s.axes for s in resolved.specs if s] == [(0, 1, 2), (0,)]
   updates = jax.tree.map(lambda x: x + 1, small_params)
-  out, auxes = plan.map(lambda site, p, u: (p - u, site.path), small_params, updates,
-                        owner="test")
+  out, auxes = _tree.map_selected(resolved, lambda spec, p, u: (p - u, spec.path),
+                                  small_params, updates, caller="test")
   assert auxes == ["Conv_0/kernel", "Dense_0/kernel"]
   assert out["Dense_0"]["bias"] is updates["Dense_0"]["bias"]
   np.testing.assert_array_equal(np.asarray(out["Dense_0"]["kernel"]), -1.0)
-  out, _ = plan.map(lambda site, p: (p, None), small_params, owner="test",
-                    unselected=lambda p: None)
+  out, _ = _tree.map_selected(resolved, lambda spec, p: (p, None), small_params,
+                              caller="test", unselected=lambda p: None)
   assert out["Dense_0"]["bias"] is None
 
 

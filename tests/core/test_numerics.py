@@ -1,4 +1,4 @@
-"""maxnorm_jax/_neurons.py: neuron norms, right for any finite weights."""
+"""maxnorm_jax/_numerics.py: neuron norms, right for any finite weights."""
 
 import jax
 import jax.numpy as jnp
@@ -6,7 +6,9 @@ import numpy as np
 import pytest
 
 import maxnorm_jax as mnj
-from maxnorm_jax import _neurons
+from maxnorm_jax import _numerics
+
+pytestmark = pytest.mark.usefixtures("both_lowerings")
 
 
 def _norms64(w, axis=0):
@@ -60,12 +62,15 @@ def test_empty_leaves_have_zero_norms_or_no_neuron(shape, expected):
                                 expected)
 
 
-def test_rescaled_is_exact_for_the_largest_and_smallest_floats():
+def test_scaled_norms_are_exact_for_the_largest_and_smallest_floats():
   big = np.float32(np.finfo(np.float32).max)
   w = jnp.array([[big, 0.0, 1e-30], [big, 0.0, 2e-30]], jnp.float32)
-  v, r, norms, finite = _neurons.rescaled(w, (0,))
-  np.testing.assert_array_equal(np.asarray(finite), [[True, True, True]])
-  assert np.all(np.abs(np.asarray(v)) <= 1)
-  np.testing.assert_array_equal(np.asarray(v)[:, 1], 0.0)  # a zero neuron stays zero
-  np.testing.assert_allclose(np.asarray(norms)[0, 2], np.sqrt(5) * 1e-30, rtol=1e-6)
-  assert np.isinf(np.asarray(norms)[0, 0])
+  norms = _numerics.neuron_norms((w,), (0,))
+  np.testing.assert_array_equal(np.asarray(norms.finite), [[True, True, True]])
+  assert np.all(np.isfinite(np.asarray(norms.scaled)))
+  np.testing.assert_array_equal(np.asarray(norms.value)[:, 1], 0.0)  # a zero neuron
+  np.testing.assert_allclose(np.asarray(norms.value)[0, 2], np.sqrt(5) * 1e-30, rtol=1e-6)
+  assert np.isinf(np.asarray(norms.value)[0, 0])
+  np.testing.assert_allclose(
+      np.asarray(norms.scaled, np.float64)[0, 0] / np.asarray(norms.unit, np.float64)[0, 0],
+      np.sqrt(2) * np.float64(big), rtol=1e-6)

@@ -1,4 +1,4 @@
-"""maxnorm_jax/_transforms.py: what each constraint does to the updates, and its telemetry."""
+"""maxnorm_jax/_constraints.py, transformations: what each does to the updates; telemetry."""
 
 import jax
 import jax.numpy as jnp
@@ -8,6 +8,8 @@ import pytest
 
 import maxnorm_jax as mnj
 from tests.core.trees import assert_trees_all_equal
+
+pytestmark = pytest.mark.usefixtures("both_lowerings")
 
 
 def _apply(tx, params, updates):

@@ -1,4 +1,4 @@
-"""maxnorm_jax/_hyperparams.py: checked bounds, bounds per leaf, traced bounds."""
+"""maxnorm_jax/_tree.py, bounds: checked bounds, bounds per leaf, traced bounds."""
 
 import math
 

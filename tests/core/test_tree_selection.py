@@ -1,4 +1,4 @@
-"""maxnorm_jax/_selection.py: which leaves a constraint takes, and their paths."""
+"""maxnorm_jax/_tree.py: which leaves a constraint takes, and their paths."""
 
 import jax
 import jax.numpy as jnp
@@ -7,7 +7,7 @@ import optax
 import pytest
 
 import maxnorm_jax as mnj
-from maxnorm_jax import _selection
+from maxnorm_jax import _tree
 from tests.core.trees import assert_trees_all_equal
 
 
@@ -93,15 +93,15 @@ jax.tree_util.register_pytree_with_keys(
     lambda _, children: _Holder(*children))
 
 
-def test_flatten_follows_jax_order_and_finds_each_leafs_owner():
+def test_flatten_follows_jax_order_and_finds_each_leafs_module():
   tree = {"a": [_Holder(jnp.ones((2, 2)), None), None], "b": (jnp.zeros(3), (), {}),
           "c": _Holder({"x": jnp.ones(1)}, jnp.ones(2)),
           "d": optax.transforms.MaskedNode()}  # what optax.masked puts in masked-out places
-  leaves, treedef = _selection.flatten(tree)
+  leaves, treedef = _tree.flatten(tree)
   flat, expected_treedef = jax.tree_util.tree_flatten_with_path(tree)
   assert treedef == expected_treedef
   assert [leaf.path for leaf in leaves] == [path for path, _ in flat]
   assert all(leaf.value is x for leaf, (_, x) in zip(leaves, flat))
-  assert [(leaf.owner, leaf.field) for leaf in leaves] == [
+  assert [(leaf.module, leaf.field) for leaf in leaves] == [
       (_Holder, "w"), (None, None), (_Holder, "w"), (_Holder, "b")]
   assert [leaf.name for leaf in leaves] == ["a/0/w", "b/0", "c/w/x", "c/b"]

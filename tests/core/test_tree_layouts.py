@@ -1,4 +1,4 @@
-"""maxnorm_jax/_layouts.py: where a kernel's neurons are, in Flax, Haiku and Equinox.
+"""maxnorm_jax/_tree.py, layouts: where a kernel's neurons are, in Flax, Haiku and Equinox.
 
 Each layout claim is checked against the real library: a slice is a neuron
 when zeroing it changes exactly one output unit (and leaves the others alone).

@@ -1,4 +1,4 @@
-"""maxnorm_jax/_projections.py: the pure functions, and the shell's numerics."""
+"""maxnorm_jax/_constraints.py, the pure functions: projections at the numerical edges."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 import maxnorm_jax as mnj
+
+pytestmark = pytest.mark.usefixtures("both_lowerings")
 
 
 def _norms64(w):

@@ -1,0 +1,536 @@
+"""Which leaves a constraint takes, where their neurons lie, and their bounds.
+
+:func:`resolve` looks at a params tree once per trace (and at ``init``) and
+returns one :class:`LeafSpec` per selected leaf: its path, the axes a neuron's
+norm reduces over, and its bounds, already checked. :func:`map_selected` then
+runs a per-leaf function over the params (and the updates).
+
+Each per-leaf setting is resolved the same way (:func:`per_leaf`): one value for
+every leaf, a pytree prefix of the params, or a callable ``(path, leaf) ->
+value``. Paths are keys joined by ``/`` (``"Dense_0/kernel"``), without the
+``.value`` of a Flax NNX ``Variable``.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from typing import Any, NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+PyTree = Any
+KeyPath = tuple[Any, ...]
+Mask = PyTree | Callable[[PyTree], PyTree] | None
+Axis = int | Sequence[int] | None
+Scalar = float | jax.Array
+Bound = Scalar | PyTree | Callable[[str, jax.Array], Scalar]
+
+# ---------------------------------------------------------------- paths
+
+
+def _key_name(key: Any) -> str:
+  """The plain name of one key of a JAX key path."""
+  if isinstance(key, jax.tree_util.DictKey):
+    return str(key.key)
+  if isinstance(key, jax.tree_util.GetAttrKey):
+    return key.name
+  if isinstance(key, jax.tree_util.SequenceKey):
+    return str(key.idx)
+  if isinstance(key, jax.tree_util.FlattenedIndexKey):
+    return str(key.key)
+  return str(key)
+
+
+def path_to_str(path: KeyPath) -> str:
+  """Renders a JAX key path as ``"a/b/c"``, without an NNX ``.value`` suffix.
+
+  Examples:
+    >>> import jax
+    >>> import maxnorm_jax as mnj
+    >>> (path, _), = jax.tree_util.tree_flatten_with_path(
+    ...     {"Dense_0": {"kernel": 1.0}})[0]
+    >>> mnj.path_to_str(path)
+    'Dense_0/kernel'
+  """
+  keys = list(path)
+  if keys and isinstance(keys[-1], jax.tree_util.GetAttrKey) and keys[-1].name == "value":
+    keys = keys[:-1]
+  return "/".join(_key_name(k) for k in keys)
+
+
+class paths_matching:  # noqa: N801 -- used like a function: mask=paths_matching(...)
+  """A mask that selects the parameters whose path matches a regex.
+
+  Each pattern is applied to the paths (keys joined by ``/``) with
+  :func:`re.search`; a leaf is selected when any pattern matches. A pattern
+  that matches no path is an error (almost always a typo). With
+  ``optax.inject_hyperparams``, list ``"mask"`` in ``static_args``.
+
+  Args:
+    *patterns: one or more regular expressions.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> import maxnorm_jax as mnj
+    >>> params = {"Conv_0": {"kernel": jnp.ones((3, 3, 3, 8))},
+    ...           "Dense_0": {"kernel": jnp.ones((16, 4)), "bias": jnp.ones(4)}}
+    >>> mnj.paths_matching(r"Dense_0/kernel$")(params)
+    {'Conv_0': {'kernel': False}, 'Dense_0': {'bias': False, 'kernel': True}}
+    >>> tx = optax.chain(optax.adam(1e-3),
+    ...                  mnj.max_norm(3.0, mask=mnj.paths_matching(r"Dense_0/kernel$")))
+  """
+
+  def __init__(self, *patterns: str):
+    if not patterns:
+      raise ValueError("paths_matching needs at least one regular expression.")
+    compiled = []
+    for pattern in patterns:
+      if not isinstance(pattern, str):
+        raise TypeError(
+            f"paths_matching takes regular expressions as str, got {pattern!r}"
+            f" of type {type(pattern).__name__}.")
+      try:
+        compiled.append(re.compile(pattern))
+      except re.error as e:
+        raise ValueError(f"paths_matching: invalid regular expression {pattern!r}: {e}") from e
+    self.patterns: tuple[str, ...] = tuple(patterns)
+    self._compiled = tuple(compiled)
+
+  def __repr__(self) -> str:
+    return f"paths_matching({', '.join(repr(p) for p in self.patterns)})"
+
+  def __call__(self, params: PyTree) -> PyTree:
+    if isinstance(params, (jax.Array, np.ndarray, int, float)) and np.ndim(params) == 0:
+      raise TypeError(
+          f"{self!r} was called with a scalar instead of a parameter pytree. "
+          "optax.inject_hyperparams treats every callable argument as a "
+          "schedule and calls it with the step count: pass "
+          "static_args=('mask',) to optax.inject_hyperparams.")
+    flat, treedef = jax.tree_util.tree_flatten_with_path(params)
+    paths = [path_to_str(path) for path, _ in flat]
+    hits = [[bool(rx.search(p)) for p in paths] for rx in self._compiled]
+    for pattern, pattern_hits in zip(self.patterns, hits):
+      if not any(pattern_hits):
+        shown = ", ".join(paths[:20]) + (", ..." if len(paths) > 20 else "")
+        raise ValueError(
+            f"paths_matching: pattern {pattern!r} matches no parameter path. "
+            f"The paths are: {shown or '(none)'}.")
+    selected = [any(col) for col in zip(*hits)]
+    return jax.tree_util.tree_unflatten(treedef, selected)
+
+
+# ---------------------------------------------------------------- leaves
+
+
+class Leaf(NamedTuple):
+  """One leaf of a params tree, and where it lives.
+
+  Attributes:
+    path: its key path.
+    value: the leaf.
+    module: the class of the nearest enclosing node that is not a dict, list or
+      tuple (an Equinox module, an NNX ``Variable``...), or None.
+    field: the key of the leaf, or of the container holding it, in ``module``.
+  """
+  path: KeyPath
+  value: Any
+  module: type | None
+  field: str | None
+
+  @property
+  def name(self) -> str:
+    return path_to_str(self.path)
+
+
+_CONTAINERS = (dict, list, tuple)
+
+
+def _is_leaf(x: Any) -> bool:
+  """Whether ``x`` is a pytree leaf (None and other childless nodes are not)."""
+  return (jax.tree_util.treedef_is_leaf(jax.tree.structure(x))
+          and len(jax.tree.leaves(x)) == 1)
+
+
+def flatten(params: PyTree) -> tuple[list[Leaf], Any]:
+  """The leaves of ``params`` in ``jax.tree.flatten`` order, each with its module.
+
+  The tree is walked one level at a time so that each leaf knows the object
+  holding it: an Equinox module keeps its class in the tree, and its layout
+  follows from it without importing Equinox.
+  """
+  leaves: list[Leaf] = []
+
+  def walk(node: Any, path: KeyPath, module: type | None, field: str | None) -> None:
+    if jax.tree_util.treedef_is_leaf(jax.tree.structure(node)):  # or childless: None...
+      if _is_leaf(node):
+        leaves.append(Leaf(path, node, module, field))
+      return
+    children, _ = jax.tree_util.tree_flatten_with_path(node, is_leaf=lambda x: x is not node)
+    container = type(node) in _CONTAINERS
+    for (key,), child in children:
+      walk(child, (*path, key), module if container else type(node),
+           field if container else _key_name(key))
+
+  walk(params, (), None, None)
+  return leaves, jax.tree.structure(params)
+
+
+def _broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, caller: str) -> list[Any]:
+  """The value a prefix tree gives each leaf of ``params`` (None is a value)."""
+  treedef = jax.tree.structure(params)
+  try:
+    expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+                            prefix, params, is_leaf=lambda x: x is None)
+    return treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
+  except (ValueError, TypeError) as e:
+    raise ValueError(
+        f"{caller}: {what} does not match the params. It must have the structure "
+        "of the params, or a prefix of it, with a value at each of its leaves."
+        f"\n  {what}: {jax.tree.structure(prefix, is_leaf=lambda x: x is None)}"
+        f"\n  params: {treedef}") from e
+
+
+def _is_one_value(value: Any) -> bool:
+  """True for a setting that is one value for every leaf (not a tree or callable)."""
+  return value is not None and not callable(value) and _is_leaf(value)
+
+
+def per_leaf(what: str, value: Any, params: PyTree, leaves: list[Leaf],
+             selected: list[bool], *, caller: str) -> list[Any]:
+  """The value of a per-leaf setting at every leaf (None where not selected).
+
+  ``value`` is one value for every leaf, a pytree prefix of ``params`` (None
+  where a leaf is not selected), or a callable ``(path, leaf) -> value``.
+  """
+  if _is_one_value(value):
+    return [value if chosen else None for chosen in selected]
+  if callable(value) and _is_leaf(value):
+    return [value(leaf.name, leaf.value) if chosen else None
+            for leaf, chosen in zip(leaves, selected)]
+  values = _broadcast_prefix(value, params, what=what, caller=caller)
+  for leaf, chosen, v in zip(leaves, selected, values):
+    if chosen and v is None:
+      raise ValueError(
+          f"{caller}: {what} has no value for the constrained leaf '{leaf.name}'. Give "
+          "it one, or leave the leaf out with mask=.")
+  return [v if chosen else None for v, chosen in zip(values, selected)]
+
+
+def _selection(params: PyTree, leaves: list[Leaf], mask: Mask, *, caller: str) -> list[bool]:
+  """One bool per leaf: whether ``mask`` (by default, :func:`is_kernel`) selects it."""
+  if mask is None:
+    return [is_kernel(leaf) for leaf in leaves]
+  flags = _broadcast_prefix(mask(params) if callable(mask) else mask, params,
+                            what="the mask", caller=caller)
+  selected = []
+  for leaf, flag in zip(leaves, flags):
+    if not isinstance(flag, (bool, np.bool_)):
+      raise ValueError(
+          f"{caller}: the mask must hold Python bools, but its value for "
+          f"'{leaf.name}' is {flag!r}. Masks are static: they decide "
+          "which leaves are constrained when the step is traced.")
+    selected.append(bool(flag))
+  return selected
+
+
+# ---------------------------------------------------------------- layouts
+
+# Equinox layers whose `weight` holds one neuron per row (out, in, ...), by
+# class name: Linear, Conv (1d/2d/3d), ConvTranspose (1d/2d/3d).
+_EQUINOX_NEURON_FIRST = frozenset({"Linear", "Conv", "ConvTranspose"})
+
+
+class Layout(NamedTuple):
+  """Where a leaf's neurons are: by default (both None), or as the user said.
+
+  ``axis`` holds Keras-style axes to reduce over, ``neuron_axis`` the one axis
+  that indexes the neurons; at most one is set.
+  """
+  axis: tuple[int, ...] | None = None
+  neuron_axis: int | None = None
+
+
+def _is_int(x: Any) -> bool:
+  return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
+
+
+def layout(axis: Axis, neuron_axis: int | None, *, caller: str) -> Layout:
+  """Checks the form of ``axis`` and ``neuron_axis`` when a constraint is built.
+
+  Raises:
+    TypeError: if either is not a static int (or, for ``axis``, a sequence of
+      ints), a traced array included.
+    ValueError: if both are given, or ``axis`` is empty.
+  """
+  for name, value in (("axis", axis), ("neuron_axis", neuron_axis)):
+    if isinstance(value, (jax.Array, np.ndarray)):
+      raise TypeError(
+          f"{caller}: {name} must be a static int{' or tuple of ints' if name == 'axis' else ''}"
+          f", got an array. With optax.inject_hyperparams, pass static_args=('{name}',).")
+  if axis is not None and neuron_axis is not None:
+    raise ValueError(
+        f"{caller}: pass axis= (Keras's: the axes to reduce over) or neuron_axis= (the "
+        "axis that indexes the neurons), not both.")
+  if neuron_axis is not None:
+    if not _is_int(neuron_axis):
+      raise TypeError(f"{caller}: neuron_axis must be an int, got {neuron_axis!r}.")
+    return Layout(neuron_axis=int(neuron_axis))
+  if axis is None:
+    return Layout()
+  if _is_int(axis):
+    axes: tuple[Any, ...] = (axis,)
+  elif isinstance(axis, (tuple, list)):
+    axes = tuple(axis)
+  else:
+    raise TypeError(f"{caller}: axis must be an int or a tuple of ints, got {axis!r}.")
+  if not axes:
+    raise ValueError(f"{caller}: axis=() reduces over no axis; give at least one.")
+  if not all(_is_int(a) for a in axes):
+    raise TypeError(f"{caller}: axis must be an int or a tuple of ints, got {axis!r}.")
+  return Layout(axis=tuple(int(a) for a in axes))
+
+
+def _equinox_classes(module: type | None) -> list[str]:
+  """The names of the Equinox classes among ``module``'s bases (empty: not Equinox)."""
+  if module is None:
+    return []
+  return [c.__name__ for c in module.__mro__ if c.__module__.partition(".")[0] == "equinox"]
+
+
+def is_kernel(leaf: Leaf) -> bool:
+  """The default mask: rank >= 2, but not an Equinox convolution's ``(out, 1, ..., 1)`` bias."""
+  if np.ndim(leaf.value) < 2:
+    return False
+  names = _equinox_classes(leaf.module)
+  return not (leaf.field == "bias" and not _EQUINOX_NEURON_FIRST.isdisjoint(names))
+
+
+def _show(axes: tuple[int, ...]) -> str:
+  return str(axes[0]) if len(axes) == 1 else str(axes)
+
+
+def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str) -> tuple[int, ...]:
+  """The sorted, non-negative axes that a neuron's norm reduces over, for this leaf.
+
+  Raises:
+    ValueError: if the leaf's rank does not fit the layout, the layout names an
+      axis twice, or the leaf sits in an Equinox module of unknown layout.
+  """
+  shape = tuple(np.shape(leaf.value))
+  ndim = len(shape)
+  where = f"leaf '{leaf.name}' of shape {shape} (rank {ndim})"
+  if layout.axis is not None:
+    for a in layout.axis:
+      if not -ndim <= a < ndim:
+        raise ValueError(f"{caller}: axis {_show(layout.axis)} is out of range for {where}.")
+    axes = tuple(sorted(a % ndim for a in layout.axis))
+    if len(set(axes)) != len(axes):
+      raise ValueError(
+          f"{caller}: axis {_show(layout.axis)} names the same axis twice for {where}.")
+    return axes
+  if layout.neuron_axis is not None:
+    k = layout.neuron_axis
+    if not -ndim <= k < ndim:
+      raise ValueError(f"{caller}: neuron_axis={k} is out of range for {where}.")
+    if ndim < 2:
+      raise ValueError(
+          f"{caller}: {where} has no axis left to take a neuron's norm over once "
+          f"neuron_axis={k} is set aside. Leave it out of the mask.")
+    return tuple(a for a in range(ndim) if a != k % ndim)
+  equinox = _equinox_classes(leaf.module)
+  neuron_first = bool(equinox) and leaf.field == "weight" and not (
+      _EQUINOX_NEURON_FIRST.isdisjoint(equinox))
+  if equinox and not neuron_first:
+    raise ValueError(
+        f"{caller}: {where} is in an Equinox {leaf.module.__name__}, and only the `weight` "  # type: ignore[union-attr]
+        "of Equinox's Linear, Conv and ConvTranspose has a known layout (neurons on axis "
+        "0). Pass neuron_axis= (the axis that indexes its neurons) or axis= (the axes to "
+        "reduce over), or leave it out with mask=.")
+  if ndim < 2:
+    raise ValueError(
+        f"{caller}: leaf '{leaf.name}' has shape {shape}; by default a constrained "
+        "leaf needs rank >= 2 (neurons on the last axis). Leave it out of the mask, "
+        "or pass neuron_axis= or axis= to say where its neurons are.")
+  return tuple(range(1, ndim)) if neuron_first else tuple(range(ndim - 1))
+
+
+# ---------------------------------------------------------------- bounds
+
+
+class Bounds(NamedTuple):
+  """A norm constraint's bounds for one leaf (or for all, when built)."""
+  min_value: Any
+  max_value: Any
+  rate: Any
+
+
+def _concrete(name: str, value: Any, *, caller: str) -> float | None:
+  """``value`` as a float, or None when it is traced.
+
+  Raises:
+    TypeError: if ``value`` is not a real scalar.
+  """
+  if isinstance(value, jax.core.Tracer):
+    return None
+  if isinstance(value, bool) or not isinstance(
+      value, (int, float, np.integer, np.floating, np.ndarray, jax.Array)):
+    raise TypeError(f"{caller}: {name} must be a real number, got {value!r}.")
+  if np.ndim(value) != 0:
+    raise TypeError(f"{caller}: {name} must be a scalar, got shape {np.shape(value)}.")
+  if not np.issubdtype(np.asarray(value).dtype, np.number) or np.iscomplexobj(value):
+    raise TypeError(f"{caller}: {name} must be a real number, got {value!r}.")
+  return float(value)
+
+
+def check_bounds(bounds: Bounds, *, caller: str, leaf: str | None = None) -> None:
+  """Checks the concrete bounds: of one leaf, or when built (trees, callables wait).
+
+  Raises:
+    TypeError: for a bound that is not a real scalar.
+    ValueError: unless ``0 <= min_value <= max_value``, ``max_value`` is finite
+      and > 0, and ``rate`` lies in [0, 1]. Messages name ``leaf``, if given.
+  """
+  where = "" if leaf is None else f" for leaf '{leaf}'"
+  lo, hi = None, None
+  for name, positive in (("min_value", False), ("max_value", True)):
+    value = getattr(bounds, name)
+    if leaf is None and value is not None and not _is_one_value(value):
+      continue  # a tree or a callable: checked leaf by leaf
+    v = _concrete(name + where, value, caller=caller)
+    if v is not None and not ((v > 0 if positive else v >= 0) and math.isfinite(v)):
+      raise ValueError(
+          f"{caller}: {name}{where} must be finite and {'>' if positive else '>='} 0, got {v}.")
+    lo, hi = (v, hi) if name == "min_value" else (lo, v)
+  if lo is not None and hi is not None and lo > hi:
+    raise ValueError(f"{caller}: min_value ({lo}) must not exceed max_value ({hi}){where}.")
+  rate = _concrete("rate", bounds.rate, caller=caller)
+  if rate is not None and not 0.0 <= rate <= 1.0:
+    raise ValueError(f"{caller}: rate must lie in [0, 1], got {rate}.")
+
+
+def traced_bounds_valid(bounds: Bounds) -> jax.Array | None:
+  """A traced bool, whether traced bounds are valid; None if all are concrete (checked)."""
+  if not any(isinstance(v, jax.core.Tracer) for v in bounds):
+    return None
+  lo, hi, rate = (jnp.asarray(v, jnp.float32) for v in bounds)
+  return (lo >= 0) & (hi > 0) & (lo <= hi) & jnp.isfinite(hi) & (rate >= 0) & (rate <= 1)
+
+
+# ---------------------------------------------------------------- resolving
+
+
+class LeafSpec(NamedTuple):
+  """A selected leaf, resolved once per trace.
+
+  Attributes:
+    path: the leaf's path, ``"Dense_0/kernel"``, for messages.
+    axes: the axes a neuron's norm reduces over (``()`` for elementwise
+      constraints).
+    bounds: the leaf's checked bounds (None for elementwise constraints).
+  """
+  path: str
+  axes: tuple[int, ...]
+  bounds: Bounds | None
+
+
+class Resolved(NamedTuple):
+  """A params tree's structure and one LeafSpec, or None, per leaf."""
+  treedef: Any
+  specs: tuple[LeafSpec | None, ...]
+
+
+def resolve(params: PyTree, *, mask: Mask, caller: str, layout: Layout | None = None,
+            bounds: Bounds | None = None, require_selection: bool = False) -> Resolved:
+  """Selects the leaves to act on and resolves each one's axes and bounds.
+
+  Args:
+    params: the parameter pytree.
+    mask: which leaves to select: None (every kernel), a pytree (prefix) of
+      bools, or a callable ``params -> pytree of bools``.
+    caller: the constraint's name, for messages.
+    layout: where neurons lie; None for an elementwise constraint.
+    bounds: a norm constraint's bounds, each resolved per leaf with
+      :func:`per_leaf` and checked (``rate`` is one value for all leaves).
+    require_selection: raise if the mask selects nothing.
+
+  Raises:
+    ValueError: for a mask that does not fit the params or (if required)
+      selects nothing, a selected leaf that is not floating point or does not
+      fit the layout, or a bound that does not fit or is invalid for a leaf.
+  """
+  leaves, treedef = flatten(params)
+  selected = _selection(params, leaves, mask, caller=caller)
+  if require_selection and not any(selected):
+    raise ValueError(
+        f"{caller} selects no parameter to constrain: "
+        + ("with mask=None it takes every leaf of rank >= 2, and there is none."
+           if mask is None else "the mask is False everywhere."))
+  if bounds is not None:
+    lows = per_leaf("min_value", bounds.min_value, params, leaves, selected, caller=caller)
+    highs = per_leaf("max_value", bounds.max_value, params, leaves, selected, caller=caller)
+  specs: list[LeafSpec | None] = []
+  for i, (leaf, chosen) in enumerate(zip(leaves, selected)):
+    if not chosen:
+      specs.append(None)
+      continue
+    dtype = jnp.result_type(leaf.value)
+    if not jnp.issubdtype(dtype, jnp.floating):
+      raise ValueError(
+          f"{caller}: leaf '{leaf.name}' has dtype {dtype}; constraints "
+          "apply to floating-point weights only. Leave it out of the mask.")
+    axes = () if layout is None else reduction_axes(leaf, layout, caller=caller)
+    leaf_bounds = None
+    if bounds is not None:
+      leaf_bounds = Bounds(lows[i], highs[i], bounds.rate)
+      check_bounds(leaf_bounds, caller=caller, leaf=leaf.name)
+    specs.append(LeafSpec(leaf.name, axes, leaf_bounds))
+  # `flatten` skips None as jax.tree.flatten does, so the specs line up with treedef.
+  return Resolved(treedef, tuple(specs))
+
+
+def map_selected(resolved: Resolved, fn: Callable[..., tuple[Any, Any]], *trees: PyTree,
+                 caller: str, unselected: Callable[..., Any] = lambda *leaves: leaves[-1]
+                 ) -> tuple[PyTree, list[Any]]:
+  """Applies ``fn(spec, *leaves) -> (new_leaf, aux)`` to every selected leaf.
+
+  Args:
+    resolved: from :func:`resolve` on the params.
+    fn: the per-leaf function; it gets the leaf of each tree, in order.
+    *trees: the params, then (for a transformation) the updates.
+    caller: the constraint's name, for messages.
+    unselected: what a leaf that is not selected becomes, from its leaves (by
+      default that of the last tree: params stay, updates pass through).
+
+  Returns:
+    ``(tree, auxes)``: the new tree, and ``fn``'s second output per selected leaf.
+
+  Raises:
+    ValueError: if a tree does not have the structure of the params, or one of
+      its selected leaves not the shape of the parameter.
+  """
+  columns = []
+  for tree in trees:
+    try:
+      columns.append(resolved.treedef.flatten_up_to(tree))
+    except (ValueError, TypeError) as e:
+      raise ValueError(
+          f"{caller}: updates and params must have the same structure.\n  updates:"
+          f" {jax.tree.structure(tree)}\n  params:  {resolved.treedef}") from e
+  out, auxes = [], []
+  for spec, *leaves in zip(resolved.specs, *columns):
+    if spec is None:
+      out.append(unselected(*leaves))
+      continue
+    shapes = [np.shape(x) for x in leaves]
+    if any(s != shapes[0] for s in shapes[1:]):
+      raise ValueError(
+          f"{caller}: the update for leaf '{spec.path}' has shape {shapes[-1]}, but the "
+          f"parameter has shape {shapes[0]}. Updates must have the shapes of the params.")
+    new, aux = fn(spec, *(jnp.asarray(x) for x in leaves))
+    out.append(new)
+    auxes.append(aux)
+  return jax.tree_util.tree_unflatten(resolved.treedef, out), auxes
