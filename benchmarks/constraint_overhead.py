@@ -4,11 +4,11 @@ Both steps train the article's CNN on one synthetic CIFAR-shaped batch held on
 the device, so only the optimizer differs. Beside the timings, which this
 noisy machine blurs, the last column does not depend on noise: the extra bytes the constrained
 step reads and writes according to XLA's cost analysis of the compiled step,
-in units of one pass (read or write) over the constrained kernels. XLA's cost analysis counts
-both branches of a ``lax.cond``, and max_norm keeps its overflow-safe slow path in one (taken
-only when a sum of squares overflows or underflows), so this column is an upper bound that
-includes the slow path's passes; ``python -m benchmarks.constraint_versions`` times the fast
-path against the previous version. The two variants are timed in
+in units of one pass (read or write) over the constrained kernels. On CPU, max_norm takes
+the rescaled sums of squares (for neurons whose plain sum overflows or underflows) under a
+``lax.cond`` over per-neuron vectors, and XLA's cost analysis counts both branches, so this
+column is an upper bound; ``python -m benchmarks.constraint_versions`` times the common case
+against a previous version. The two variants are timed in
 interleaved rounds in one process (this machine is noisy), and the report
 gives, per batch size, the median step time of each and the median and spread
 (min..max) of the per-round ratio B/A.
@@ -101,7 +101,7 @@ def main(argv=None) -> None:
         f"constrain={args.constrain} dtype={args.dtype} rounds={args.rounds} steps={args.steps}")
   print("| batch | Adam ms/step | Adam+max_norm ms/step | overhead (median) | "
         "spread (min..max) | extra passes over the kernel (XLA cost analysis, both branches "
-        "of the slow-path cond) |")
+        "of the rescaled-sums cond) |")
   print("|---|---|---|---|---|---|")
   for batch in args.batch_sizes:
     r = measure(batch, args.rounds, args.steps, args.constrain, args.dtype)

@@ -13,7 +13,7 @@ The kernels are float32, with half of the neurons over the bound after the
 update, so the projection does its full work: the article's Dense(1024)
 kernel ``(86528, 1024)``, a Conv(128, 3x3) kernel and the Dense(10) kernel.
 The ``slow path`` row times the working tree alone on the largest kernel with
-one weight of 1e20 (its squares overflow, so that leaf takes the slow path)
+one weight of 1e20 (its squares overflow, so its neuron needs the rescaled sums)
 against the same kernel without it.
 
     python -m benchmarks.constraint_versions                # HEAD vs working tree

@@ -199,7 +199,7 @@ def test_a_failed_checkpoint_write_is_one_line_and_exit_1(tmp_path):
 @pytest.mark.usefixtures("mock_cifar10")
 def test_a_failed_metrics_append_is_one_line_and_exit_1(tmp_path, tiny, monkeypatch, capsys):
   from experiments.cifar10 import records  # noqa: PLC0415
-  from experiments.cifar10.__main__ import main  # noqa: PLC0415
+  from experiments.cifar10.main import main  # noqa: PLC0415
 
   def full_disk_open(path, mode="r", *args, **kwargs):
     if mode == "a":
