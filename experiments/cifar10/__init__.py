@@ -5,14 +5,15 @@ from Python, ``train.train_and_evaluate(configs.get_config("smoke"), workdir)``.
 
 Modules, as in Flax's examples: :mod:`.configs` (the config and presets),
 :mod:`.main` (the command) and :mod:`.cli` (its flags, generated from the
-config), :mod:`.models`,
-:mod:`.input_pipeline` (data on the devices), :mod:`.optimizer` and
-:mod:`.train`; where the data comes from: :mod:`.data_sources` (which source),
+config), :mod:`.models`, :mod:`.input_pipeline` (data on the devices),
+:mod:`.optimizer`, :mod:`.steps` (the jitted programs) and :mod:`.train`;
+where the data comes from: :mod:`.data_sources` (which source),
 :mod:`.cifar10_archive` (the canonical archive, fetched and verified) and
 :mod:`.array_cache` (decoded arrays, checksummed); what a run measures and
-writes: :mod:`.metrics`, :mod:`.checkpoints`, :mod:`.records` and
-:mod:`.report` (a finished run's results page); how it spreads over devices
-and hosts: :mod:`.sharding` and :mod:`.distributed` (see TPU_SETUP.md).
+writes: :mod:`.metrics`, :mod:`.checkpoints` (with :mod:`.orbax_errors`),
+:mod:`.records` and :mod:`.report` (a finished run's results page); how it
+spreads over devices and hosts: :mod:`.sharding` and :mod:`.distributed` (see
+TPU_SETUP.md).
 """
 
 # Nothing is imported here: `python -m experiments.cifar10` imports this package

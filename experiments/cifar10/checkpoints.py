@@ -28,21 +28,24 @@ verified. Checksums that exist and fail are an error.
 from __future__ import annotations
 
 import contextlib
-import errno
 import hashlib
 import json
-import logging
 import os
 import pathlib
 import sys
 import tempfile
-from collections.abc import Iterator
 from typing import Any
 
 import jax
 import orbax.checkpoint as ocp
 
 from experiments.cifar10 import configs, distributed
+from experiments.cifar10.orbax_errors import (
+  ignore_late_callbacks,
+  orbax_errors_unlogged,
+  short_error,
+  write_failure,
+)
 
 __all__ = ["CHECKSUMS", "CheckpointError", "Checkpoints", "set_aside_unfinished"]
 
@@ -68,60 +71,6 @@ def _files(step_dir: pathlib.Path) -> dict[str, pathlib.Path]:
   """Every file of a checkpoint but its checksum list, by path relative to it."""
   return {p.relative_to(step_dir).as_posix(): p for p in sorted(step_dir.rglob("*"))
           if p.is_file() and p.name != CHECKSUMS}
-
-
-def _short(error: BaseException, limit: int = 300) -> str:
-  """The first line of an error, at most ``limit`` characters: TensorStore appends
-  dozens of lines of internal state that say nothing to a user."""
-  text = str(error).strip().splitlines()[0] if str(error).strip() else ""
-  text = text if len(text) <= limit else text[:limit] + " ..."
-  return f"{type(error).__name__}: {text}"
-
-
-_WRITE_ERRNOS = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG, errno.EROFS, errno.EACCES, errno.EIO)
-
-
-def _write_failure(error: BaseException) -> str:
-  """Why a save failed, in a few words: the OS's reason when TensorStore or Orbax quote
-  one (they wrap it in a page of their own state), else the error's first line."""
-  text = str(error)
-  for number in _WRITE_ERRNOS:
-    if os.strerror(number) in text:
-      return os.strerror(number)
-  return _short(error)
-
-
-def _from_orbax(record: logging.LogRecord) -> bool:
-  return "orbax" not in record.pathname
-
-
-@contextlib.contextmanager
-def _orbax_errors_unlogged() -> Iterator[None]:
-  """Keeps Orbax's logged tracebacks of a failed save (a few hundred lines from its
-  threads) off the console while :meth:`Checkpoints.save` runs: the save raises
-  :class:`CheckpointError`, which says it in one line."""
-  logger = logging.getLogger("absl")
-  logger.addFilter(_from_orbax)
-  try:
-    yield
-  finally:
-    logger.removeFilter(_from_orbax)
-
-
-def _ignore_late_callbacks() -> None:
-  """When a save fails, TensorStore's other writes still finish and call back into
-  Orbax's event loop, which is closed by then; each call is an unraisable RuntimeError
-  that Python would print with its traceback. Those (only those) are dropped."""
-  previous = sys.unraisablehook
-  if getattr(previous, "drops_late_callbacks", False):
-    return
-
-  def hook(unraisable: Any) -> None:
-    if not (isinstance(unraisable.exc_value, RuntimeError)
-            and str(unraisable.exc_value) == "Event loop is closed"):
-      previous(unraisable)
-  hook.drops_late_callbacks = True  # type: ignore[attr-defined]
-  sys.unraisablehook = hook
 
 
 class Checkpoints:
@@ -158,9 +107,9 @@ class Checkpoints:
     or a committed one without checksums, which a resume sets aside
     (:func:`set_aside_unfinished`).
     """
-    _ignore_late_callbacks()
+    ignore_late_callbacks()
     try:
-      with _orbax_errors_unlogged():
+      with orbax_errors_unlogged():
         self._mark()
         self._manager.save(epoch, args=ocp.args.Composite(
             state=ocp.args.StandardSave(state),
@@ -171,7 +120,7 @@ class Checkpoints:
     except Exception as e:  # Orbax raises many kinds for a failed write (ENOSPC, EFBIG, ...).
       raise CheckpointError(
           f"The checkpoint of epoch {epoch} could not be saved in {self.directory} "
-          f"({_write_failure(e)}). The checkpoints before it are kept: free some space, then "
+          f"({write_failure(e)}). The checkpoints before it are kept: free some space, then "
           f"continue with --resume.") from e
 
   @distributed.primary_only
@@ -219,7 +168,7 @@ class Checkpoints:
           isinstance(k, str) and isinstance(v, str) for k, v in expected.items()):
         raise ValueError("not a {file: sha256} object")
     except (ValueError, UnicodeDecodeError) as e:
-      raise self._damaged(epoch, f"its {CHECKSUMS} is unreadable ({_short(e)})") from e
+      raise self._damaged(epoch, f"its {CHECKSUMS} is unreadable ({short_error(e)})") from e
     found = _files(step_dir)
     missing, extra = sorted(expected.keys() - found.keys()), sorted(found.keys() - expected)
     if missing or extra:
@@ -239,7 +188,7 @@ class Checkpoints:
   def _unreadable(self, epoch: int, error: Exception) -> CheckpointError:
     return CheckpointError(
         f"The checkpoint of epoch {epoch} in {self._step_dir(epoch)} could not be "
-        f"read ({_short(error)}). It may be corrupt or incomplete. "
+        f"read ({short_error(error)}). It may be corrupt or incomplete. "
         f"Nothing was deleted: move that directory away to resume from an earlier "
         f"checkpoint, or use a new --workdir."
     )

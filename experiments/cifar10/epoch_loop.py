@@ -26,7 +26,7 @@ __all__ = ["READ_EVERY", "READ_INTERVAL_S", "EpochOutcome", "Report", "evaluate"
            "train_epoch"]
 
 Params = dict[str, Any]
-State = Any  # The train state, e.g. a :class:`~experiments.cifar10.train.TrainState`.
+State = Any  # The train state, e.g. a :class:`~experiments.cifar10.steps.TrainState`.
 
 
 class Report(NamedTuple):

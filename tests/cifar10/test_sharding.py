@@ -20,12 +20,8 @@ from jax.sharding import PartitionSpec as P
 import maxnorm_jax as mnj
 from experiments.cifar10 import input_pipeline, metrics, sharding
 from experiments.cifar10.configs import get_config
-from experiments.cifar10.train import (
-  _train_slice,
-  create_train_state,
-  train_and_evaluate,
-  train_step,
-)
+from experiments.cifar10.steps import _train_slice
+from experiments.cifar10.train import create_train_state, train_and_evaluate, train_step
 
 # max_norm(1.0) holds the tiny dense1's neurons (initial norms about 1.4) at the bound from
 # the first step on, so the projection, and its cross-device norms, are exercised.
