@@ -9,12 +9,12 @@ every JAX process probes for a TPU.
 
 import pytest
 
-from benchmarks import tpu_compile
+from benchmarks import cost_model
 
 
 @pytest.fixture(scope="session")
 def v5e():
   """``(generation, chip figures, devices)`` of a compile-only TPU v5e 2x2 slice."""
-  if tpu_compile.libtpu_missing():
-    pytest.skip(f"libtpu is not installed (compile-only TPU checks): {tpu_compile.INSTALL}")
-  return tpu_compile.resolve_topology("v5e:2x2")
+  if cost_model.libtpu_missing():
+    pytest.skip(f"libtpu is not installed (compile-only TPU checks): {cost_model.INSTALL}")
+  return cost_model.resolve_topology("v5e:2x2")

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from flax import nnx
 
-from benchmarks import tpu_compile
+from benchmarks import cost_model, tpu_compile
 from benchmarks.article_step import article_optimizer, jitted_train_step
 from experiments.cifar10.models import CNN
 
@@ -39,8 +39,8 @@ def test_host_ops_finds_a_callback_in_a_tpu_program(v5e):
   x = jax.ShapeDtypeStruct((8,), jnp.float32, sharding=rep)
   with_callback = jax.jit(f).trace(x).lower().compile().as_text()
   without = jax.jit(lambda x: x * 2 + 1).trace(x).lower().compile().as_text()
-  assert tpu_compile.host_ops(with_callback)
-  assert tpu_compile.host_ops(without) == []
+  assert cost_model.host_ops(with_callback)
+  assert cost_model.host_ops(without) == []
 
 
 def test_kernel_passes_count_adams_seven(v5e):
@@ -91,7 +91,7 @@ def test_unknown_topology_is_one_line_listing_the_known_ones():
   assert result.stdout == ""
   [line] = _error_lines(result)
   assert "'v9z:2x2'" in line
-  assert all(name in line for name in tpu_compile.KNOWN_TOPOLOGIES)
+  assert all(name in line for name in cost_model.KNOWN_TOPOLOGIES)
 
 
 def test_shape_that_libtpu_does_not_know_is_one_line(v5e):
@@ -111,8 +111,8 @@ def test_missing_libtpu_gives_the_install_command():
 
 
 def test_article_train_step_compiles_for_an_h100_without_one():
-  if tpu_compile.cuda_plugin_missing():
-    pytest.skip(f"JAX's CUDA plugin is not installed: {tpu_compile.INSTALL_CUDA}")
+  if cost_model.cuda_plugin_missing():
+    pytest.skip(f"JAX's CUDA plugin is not installed: {cost_model.INSTALL_CUDA}")
   # In a process of its own: the plugin must be set up before JAX picks its backends.
   result = _run("--topology", "h100", "--rows", "train", "--dtypes", "float32")
   assert result.returncode == 0, result.stderr
@@ -128,10 +128,10 @@ def test_article_train_step_compiles_for_an_h100_without_one():
 
 
 def test_missing_cuda_plugin_gives_the_install_command():
-  if not tpu_compile.cuda_plugin_missing():
+  if not cost_model.cuda_plugin_missing():
     pytest.skip("JAX's CUDA plugin is installed here")
   result = _run("--topology", "h100")
   assert result.returncode == 1
   assert result.stdout == ""
   [line] = _error_lines(result)
-  assert tpu_compile.INSTALL_CUDA in line
+  assert cost_model.INSTALL_CUDA in line
