@@ -26,7 +26,7 @@ import json
 import os
 import pathlib
 import tempfile
-from typing import Any
+from typing import Any, NamedTuple
 
 from experiments.cifar10.configs import Config
 from experiments.cifar10.distributed import primary_only
@@ -38,7 +38,6 @@ __all__ = [
 ]
 
 CONFIG, METRICS, SUMMARY, STEPS = "config.json", "metrics.jsonl", "summary.json", "steps.jsonl"
-_KEYS = {METRICS: "epoch", STEPS: "step"}  # The key every row of a JSONL file has.
 
 
 class RecordsError(ValueError):
@@ -99,10 +98,10 @@ def _read(path: pathlib.Path) -> str:
     raise RecordsError(f"{path}, line {line}: not UTF-8 text (junk bytes)") from None
 
 
-def _read_jsonl(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
-  """The rows of ``path``, and whether a torn last line followed them."""
+def _read_jsonl(path: pathlib.Path, key: str) -> tuple[list[dict[str, Any]], bool]:
+  """The rows of ``path``, each with an integer ``key``, and whether a torn last line
+  followed them."""
   lines = _read(path).split("\n")
-  key = _KEYS[path.name]
   rows = []
   for number, line in enumerate(lines[:-1], 1):
     if not line.strip():
@@ -119,30 +118,38 @@ def _read_jsonl(path: pathlib.Path) -> tuple[list[dict[str, Any]], bool]:
   return rows, lines[-1] != ""
 
 
-def _truncate_jsonl(path: pathlib.Path, key: str, last: int) -> None:
-  """Drops the rows whose ``key`` exceeds ``last``, and a torn last line; leaves the
-  file alone otherwise."""
-  rows, torn = _read_jsonl(path)
-  kept = [row for row in rows if row[key] <= last]
-  if len(kept) != len(rows) or torn:
-    write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
+class _JsonLines(NamedTuple):
+  """A JSON Lines record of a workdir: one row per line, each with an integer ``key``,
+  appended as the run goes and truncated to the rows that a resumed run will not redo."""
+  name: str
+  key: str
+
+  @primary_only
+  def append(self, workdir: pathlib.Path, row: dict[str, Any]) -> None:
+    """Appends ``row`` to the file."""
+    _append_jsonl(workdir / self.name, row)
+
+  def read(self, workdir: pathlib.Path) -> list[dict[str, Any]]:
+    """All rows of the file ([] if it does not exist)."""
+    return _read_jsonl(workdir / self.name, self.key)[0]
+
+  @primary_only
+  def truncate(self, workdir: pathlib.Path, last: int) -> None:
+    """Drops the rows whose ``key`` exceeds ``last`` (what a resumed run will redo),
+    and a torn last line; leaves the file alone otherwise."""
+    path = workdir / self.name
+    rows, torn = _read_jsonl(path, self.key)
+    kept = [row for row in rows if row[self.key] <= last]
+    if len(kept) != len(rows) or torn:
+      write_text(path, "".join(json.dumps(r, allow_nan=False) + "\n" for r in kept))
 
 
-@primary_only
-def append_metrics(workdir: pathlib.Path, row: dict[str, Any]) -> None:
-  """Appends one epoch's row to ``metrics.jsonl``."""
-  _append_jsonl(workdir / METRICS, row)
-
-
-def read_metrics(workdir: pathlib.Path) -> list[dict[str, Any]]:
-  """All rows of ``metrics.jsonl`` ([] if it does not exist)."""
-  return _read_jsonl(workdir / METRICS)[0]
-
-
-@primary_only
-def truncate_metrics(workdir: pathlib.Path, last_epoch: int) -> None:
-  """Drops rows after ``last_epoch`` (epochs a resumed run will redo)."""
-  _truncate_jsonl(workdir / METRICS, "epoch", last_epoch)
+_EPOCH_ROWS = _JsonLines(METRICS, "epoch")  # One row per epoch.
+_STEP_ROWS = _JsonLines(STEPS, "step")  # One row per logged optimizer step.
+append_metrics, read_metrics, truncate_metrics = (
+    _EPOCH_ROWS.append, _EPOCH_ROWS.read, _EPOCH_ROWS.truncate)
+append_step, read_steps, truncate_steps = (
+    _STEP_ROWS.append, _STEP_ROWS.read, _STEP_ROWS.truncate)
 
 
 @primary_only
@@ -173,20 +180,3 @@ def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
   if not isinstance(summary, dict):
     raise RecordsError(f"{path}, line 1: not a JSON object")
   return summary
-
-
-@primary_only
-def append_step(workdir: pathlib.Path, row: dict[str, Any]) -> None:
-  """Appends one logged step's row to ``steps.jsonl``."""
-  _append_jsonl(workdir / STEPS, row)
-
-
-def read_steps(workdir: pathlib.Path) -> list[dict[str, Any]]:
-  """All rows of ``steps.jsonl`` ([] if it does not exist)."""
-  return _read_jsonl(workdir / STEPS)[0]
-
-
-@primary_only
-def truncate_steps(workdir: pathlib.Path, last_step: int) -> None:
-  """Drops rows after optimizer step ``last_step`` (steps a resumed run will redo)."""
-  _truncate_jsonl(workdir / STEPS, "step", last_step)
