@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxnorm_jax import _numerics, _tree
+from maxnorm_jax import _describe, _numerics, _tree
 from maxnorm_jax._tree import Bound, Bounds, LeafAxis, LeafSpec, Mask, PyTree, Scalar
 
 
@@ -158,7 +158,7 @@ def _norm_constraint(bounds: Bounds, axis: LeafAxis, neuron_axis: LeafAxis, mask
                          require_selection=True)
 
   def init_fn(params: PyTree) -> NormConstraintState:
-    resolve(params)
+    _describe.record(caller, resolve(params))
     zero = jnp.zeros((), jnp.float32)
     return NormConstraintState(zero, zero)
 
@@ -466,7 +466,8 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
   caller = "non_neg"
 
   def init_fn(params: PyTree) -> NonNegState:
-    _tree.resolve(params, mask=mask, caller=caller, require_selection=True)
+    _describe.record(caller, _tree.resolve(params, mask=mask, caller=caller,
+                                           require_selection=True))
     return NonNegState(jnp.zeros((), jnp.float32))
 
   def update_fn(updates: PyTree, state: NonNegState, params: PyTree = None
