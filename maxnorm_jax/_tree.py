@@ -189,9 +189,13 @@ def _broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, caller: str,
   tuple of axes).
   """
   treedef = jax.tree.structure(params)
+  is_node_value = lambda x: x is None or is_value(x)  # noqa: E731
   try:
-    expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
-                            prefix, params, is_leaf=lambda x: x is None or is_value(x))
+    try:
+      expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+                              prefix, params, is_leaf=is_node_value)
+    except (ValueError, TypeError):
+      expanded = _expand_around_empty(prefix, params, is_node_value)
     return treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
   except (ValueError, TypeError) as e:
     raise ValueError(
@@ -199,6 +203,31 @@ def _broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, caller: str,
         "of the params, or a prefix of it, with a value at each of its leaves."
         f"\n  {what}: {jax.tree.structure(prefix, is_leaf=lambda x: x is None or is_value(x))}"
         f"\n  params: {treedef}") from e
+
+
+def _one_level(tree: Any) -> tuple[list[Any], Any]:
+  """The children of a pytree node, and its structure with them as leaves."""
+  return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)
+
+
+def _expand_around_empty(prefix: PyTree, params: PyTree, is_node_value: Callable[[Any], bool]
+                         ) -> PyTree:
+  """Broadcasts ``prefix`` over ``params``, where a subtree of ``params`` without leaves
+  (``optax.masked``'s ``MaskedNode``) matches any subtree of ``prefix``.
+
+  Raises:
+    ValueError: if ``prefix`` is not a prefix of ``params`` elsewhere.
+  """
+  if not jax.tree.leaves(params):
+    return params
+  if is_node_value(prefix) or _is_leaf(prefix):
+    return jax.tree.map(lambda _: prefix, params)
+  prefix_children, prefix_def = _one_level(prefix)
+  params_children, params_def = _one_level(params)
+  if prefix_def != params_def:
+    raise ValueError(f"{prefix_def} does not match {params_def}")
+  return params_def.unflatten([_expand_around_empty(a, b, is_node_value)
+                               for a, b in zip(prefix_children, params_children)])
 
 
 def _is_one_value(value: Any) -> bool:

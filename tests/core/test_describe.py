@@ -54,8 +54,8 @@ def test_chain_one_row_per_selected_leaf():
 def test_wrappers_nested_chains_and_every_constraint():
   params = _params()
   inner = optax.chain(
-      optax.masked(mnj.unit_norm(neuron_axis=NEURON_AXIS),
-                   mnj.paths_matching("embed")),
+      optax.masked(mnj.unit_norm(neuron_axis=NEURON_AXIS),  # a prefix of the params...
+                   {"attn": False, "embed": True, "layers": False}),  # ...and of the mask
       optax.chain(mnj.min_max_norm(0.5, 2.0, 0.5,
                                    mask=mnj.paths_matching("layers"))),
       optax.inject_hyperparams(mnj.max_norm, static_args=("mask",))(

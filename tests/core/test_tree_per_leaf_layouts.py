@@ -217,3 +217,21 @@ def test_per_leaf_axis_errors_surface_under_jit():
 def test_static_neuron_axis_tuple_is_refused_where_it_covers_the_leaf(trace):
   with pytest.raises(ValueError, match=r"leaf 'Dense_0/kernel' of shape \(4, 3\).*no axis left"):
     trace(mnj.max_norm(C, neuron_axis=(0, 1)))
+
+
+def test_per_leaf_settings_inside_optax_masked_with_a_prefix_mask():
+  """optax.masked hands the inner init a tree with whole subtrees masked out."""
+  params = _params()
+  bounds = {"attn": 0.6, "embed": 0.8, "stack": 2.0}
+  tx = optax.masked(mnj.max_norm(bounds, axis=AXIS), {"attn": True, "embed": True,
+                                                      "stack": False})
+  after = _by_path(_step(tx, params))
+  before = _by_path(params)
+  for path in ("attn/query/kernel", "attn/out/kernel", "embed/embedding"):
+    n = _norms(after[path], TRUE_REDUCED[path])
+    np.testing.assert_allclose(n.max(), bounds[path.partition("/")[0]], rtol=1e-5)
+  np.testing.assert_array_equal(np.asarray(after["stack/kernel"]),
+                                np.asarray(before["stack/kernel"]))
+  with pytest.raises(ValueError, match="axis does not match the params"):
+    optax.masked(mnj.max_norm(C, axis={"attn": {"query": 0}, "embed": 1}),
+                 {"attn": True, "embed": True, "stack": False}).init(params)
