@@ -25,6 +25,7 @@ from maxnorm_jax._constraints import (
     project_unit_norm,
     unit_norm,
 )
+from maxnorm_jax._describe import Plan, PlanRow, describe
 from maxnorm_jax._tree import path_to_str, paths_matching
 
 __version__ = "0.1.0"
@@ -32,6 +33,9 @@ __version__ = "0.1.0"
 __all__ = (
     "NonNegState",
     "NormConstraintState",
+    "Plan",
+    "PlanRow",
+    "describe",
     "max_norm",
     "min_max_norm",
     "neuron_norms",

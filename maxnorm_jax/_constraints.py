@@ -20,8 +20,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from maxnorm_jax import _numerics, _tree
-from maxnorm_jax._tree import Axis, Bound, Bounds, LeafSpec, Mask, PyTree, Scalar
+from maxnorm_jax import _describe, _numerics, _tree
+from maxnorm_jax._tree import Bound, Bounds, LeafAxis, LeafSpec, Mask, PyTree, Scalar
 
 
 class NormConstraintState(NamedTuple):
@@ -147,7 +147,7 @@ def _fraction(counts: list[jax.Array], total: int, faulty: list[jax.Array]) -> j
   return jnp.where(jnp.any(jnp.stack(faulty)), jnp.float32(jnp.nan), fraction)
 
 
-def _norm_constraint(bounds: Bounds, axis: Axis, neuron_axis: int | None, mask: Mask,
+def _norm_constraint(bounds: Bounds, axis: LeafAxis, neuron_axis: LeafAxis, mask: Mask,
                      caller: str) -> optax.GradientTransformation:
   """The transformation behind ``max_norm``, ``min_max_norm`` and ``unit_norm``."""
   _tree.check_bounds(bounds, caller=caller)
@@ -158,7 +158,7 @@ def _norm_constraint(bounds: Bounds, axis: Axis, neuron_axis: int | None, mask: 
                          require_selection=True)
 
   def init_fn(params: PyTree) -> NormConstraintState:
-    resolve(params)
+    _describe.record(caller, resolve(params))
     zero = jnp.zeros((), jnp.float32)
     return NormConstraintState(zero, zero)
 
@@ -178,7 +178,7 @@ def _norm_constraint(bounds: Bounds, axis: Axis, neuron_axis: int | None, mask: 
   return optax.GradientTransformation(init_fn, update_fn)
 
 
-def max_norm(max_value: Bound = 3.0, *, axis: Axis = None, neuron_axis: int | None = None,
+def max_norm(max_value: Bound = 3.0, *, axis: LeafAxis = None, neuron_axis: LeafAxis = None,
              mask: Mask = None) -> optax.GradientTransformation:
   r"""Keeps every neuron's incoming weight vector within norm ``max_value``.
 
@@ -202,9 +202,14 @@ def max_norm(max_value: Bound = 3.0, *, axis: Axis = None, neuron_axis: int | No
       ``(path, leaf) -> number`` (path like ``"Dense_0/kernel"``). With
       ``optax.inject_hyperparams``, list a callable in ``static_args``.
     axis: Keras's meaning: an int or tuple of ints, the axes to reduce over.
-    neuron_axis: the axis that indexes the neurons; the norm is taken over all
-      the others. By default the last axis (Flax, Haiku, Keras), and axis 0 for
-      the weights of Equinox's Linear, Conv and ConvTranspose. With
+      Per leaf, as ``max_value``: a pytree prefix of the params or a callable
+      ``(path, leaf) -> axes``, where ``None`` means the leaf's default layout;
+      a per-leaf ``axis`` must leave an axis to index the neurons.
+    neuron_axis: the axis, or tuple of axes, that index the neurons; the norm
+      is taken over all the others (``(0, -1)`` for a stacked ``(layers, in,
+      out)`` kernel: one neuron per layer and output). By default the last axis
+      (Flax, Haiku, Keras), and axis 0 for the weights of Equinox's Linear,
+      Conv and ConvTranspose. Per leaf as ``axis``. With
       ``optax.inject_hyperparams``, list ``axis``/``neuron_axis`` in ``static_args``.
     mask: which leaves to constrain: ``None`` for every kernel (every leaf of
       rank >= 2 except an Equinox convolution's bias), a pytree of bools, or a
@@ -246,6 +251,17 @@ def max_norm(max_value: Bound = 3.0, *, axis: Axis = None, neuron_axis: int | No
     {'Dense_0': {'kernel': Array([1., 1.], dtype=float32)},
      'Dense_1': {'kernel': Array([2., 2.], dtype=float32)}}
 
+    Where the neurons lie, per leaf: an embedding table by rows, and a stacked
+    ``(layers, in, out)`` kernel with one neuron per layer and output:
+
+    >>> params = {"embed": jnp.full((5, 4), 1.0), "stack": jnp.full((2, 9, 4), 1.0)}
+    >>> layout = {"embed": 0, "stack": (0, -1)}
+    >>> tx = mnj.max_norm(1.0, neuron_axis=layout)
+    >>> updates, _ = tx.update(jax.tree.map(jnp.zeros_like, params), tx.init(params), params)
+    >>> norms = mnj.neuron_norms(optax.apply_updates(params, updates), neuron_axis=layout)
+    >>> jax.tree.map(lambda n: (n.shape, round(float(n.max()), 4)), norms)
+    {'embed': ((5,), 1.0), 'stack': ((2, 4), 1.0)}
+
   References:
     Srivastava et al., `Dropout: A Simple Way to Prevent Neural Networks from
     Overfitting <https://jmlr.org/papers/v15/srivastava14a.html>`_, JMLR 2014.
@@ -254,7 +270,7 @@ def max_norm(max_value: Bound = 3.0, *, axis: Axis = None, neuron_axis: int | No
 
 
 def min_max_norm(min_value: Bound = 0.0, max_value: Bound = 1.0, rate: Scalar = 1.0, *,
-                 axis: Axis = None, neuron_axis: int | None = None,
+                 axis: LeafAxis = None, neuron_axis: LeafAxis = None,
                  mask: Mask = None) -> optax.GradientTransformation:
   r"""Keeps every neuron's norm within ``[min_value, max_value]``, at ``rate``.
 
@@ -298,7 +314,7 @@ def min_max_norm(min_value: Bound = 0.0, max_value: Bound = 1.0, rate: Scalar = 
                           "min_max_norm")
 
 
-def unit_norm(*, axis: Axis = None, neuron_axis: int | None = None,
+def unit_norm(*, axis: LeafAxis = None, neuron_axis: LeafAxis = None,
               mask: Mask = None) -> optax.GradientTransformation:
   r"""Rescales every neuron to unit norm, :math:`w \leftarrow w / \lVert w \rVert`.
 
@@ -328,7 +344,7 @@ def unit_norm(*, axis: Axis = None, neuron_axis: int | None = None,
   return _norm_constraint(Bounds(1.0, 1.0, 1.0), axis, neuron_axis, mask, "unit_norm")
 
 
-def _project_tree(params: PyTree, bounds: Bounds, axis: Axis, neuron_axis: int | None,
+def _project_tree(params: PyTree, bounds: Bounds, axis: LeafAxis, neuron_axis: LeafAxis,
                   mask: Mask, caller: str) -> PyTree:
   """Applies :func:`_project_leaf` to every selected leaf of ``params``, in its dtype."""
   _tree.check_bounds(bounds, caller=caller)
@@ -340,8 +356,8 @@ def _project_tree(params: PyTree, bounds: Bounds, axis: Axis, neuron_axis: int |
   return out
 
 
-def project_max_norm(params: PyTree, max_value: Bound = 3.0, *, axis: Axis = None,
-                     neuron_axis: int | None = None, mask: Mask = None) -> PyTree:
+def project_max_norm(params: PyTree, max_value: Bound = 3.0, *, axis: LeafAxis = None,
+                     neuron_axis: LeafAxis = None, mask: Mask = None) -> PyTree:
   """Projects every selected neuron onto the ball of radius ``max_value``.
 
   ``w -> w * min(1, max_value / ||w||)``, neuron by neuron; neurons inside the
@@ -372,8 +388,8 @@ def project_max_norm(params: PyTree, max_value: Bound = 3.0, *, axis: Axis = Non
 
 
 def project_min_max_norm(params: PyTree, min_value: Bound = 0.0, max_value: Bound = 1.0,
-                         rate: Scalar = 1.0, *, axis: Axis = None,
-                         neuron_axis: int | None = None, mask: Mask = None) -> PyTree:
+                         rate: Scalar = 1.0, *, axis: LeafAxis = None,
+                         neuron_axis: LeafAxis = None, mask: Mask = None) -> PyTree:
   """Moves every selected neuron's norm towards ``[min_value, max_value]``.
 
   A neuron of norm ``n`` outside the range is rescaled to norm
@@ -393,7 +409,7 @@ def project_min_max_norm(params: PyTree, min_value: Bound = 0.0, max_value: Boun
                        "project_min_max_norm")
 
 
-def project_unit_norm(params: PyTree, *, axis: Axis = None, neuron_axis: int | None = None,
+def project_unit_norm(params: PyTree, *, axis: LeafAxis = None, neuron_axis: LeafAxis = None,
                       mask: Mask = None) -> PyTree:
   """Rescales every selected non-zero neuron to unit norm (Keras's ``UnitNorm``).
 
@@ -450,7 +466,8 @@ def non_neg(*, mask: Mask = None) -> optax.GradientTransformation:
   caller = "non_neg"
 
   def init_fn(params: PyTree) -> NonNegState:
-    _tree.resolve(params, mask=mask, caller=caller, require_selection=True)
+    _describe.record(caller, _tree.resolve(params, mask=mask, caller=caller,
+                                           require_selection=True))
     return NonNegState(jnp.zeros((), jnp.float32))
 
   def update_fn(updates: PyTree, state: NonNegState, params: PyTree = None
@@ -487,7 +504,7 @@ def project_non_neg(params: PyTree, *, mask: Mask = None) -> PyTree:
 # ---------------------------------------------------------------- norms
 
 
-def neuron_norms(params: PyTree, *, axis: Axis = None, neuron_axis: int | None = None,
+def neuron_norms(params: PyTree, *, axis: LeafAxis = None, neuron_axis: LeafAxis = None,
                  mask: Mask = None) -> PyTree:
   """The Euclidean norm of every neuron of every selected leaf.
 

@@ -26,6 +26,8 @@ PyTree = Any
 KeyPath = tuple[Any, ...]
 Mask = PyTree | Callable[[PyTree], PyTree] | None
 Axis = int | Sequence[int] | None
+# axis= / neuron_axis=: one value, a pytree prefix of the params, or (path, leaf) -> value.
+LeafAxis = Axis | PyTree | Callable[[str, jax.Array], Axis]
 Scalar = float | jax.Array
 Bound = Scalar | PyTree | Callable[[str, jax.Array], Scalar]
 
@@ -179,19 +181,53 @@ def flatten(params: PyTree) -> tuple[list[Leaf], Any]:
   return leaves, jax.tree.structure(params)
 
 
-def _broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, caller: str) -> list[Any]:
-  """The value a prefix tree gives each leaf of ``params`` (None is a value)."""
+def _broadcast_prefix(prefix: PyTree, params: PyTree, *, what: str, caller: str,
+                      is_value: Callable[[Any], bool] = lambda x: False) -> list[Any]:
+  """The value a prefix tree gives each leaf of ``params`` (None is a value).
+
+  ``is_value`` marks the nodes of ``prefix`` that are values, not subtrees (a
+  tuple of axes).
+  """
   treedef = jax.tree.structure(params)
+  is_node_value = lambda x: x is None or is_value(x)  # noqa: E731
   try:
-    expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
-                            prefix, params, is_leaf=lambda x: x is None)
+    try:
+      expanded = jax.tree.map(lambda value, subtree: jax.tree.map(lambda _: value, subtree),
+                              prefix, params, is_leaf=is_node_value)
+    except (ValueError, TypeError):
+      expanded = _expand_around_empty(prefix, params, is_node_value)
     return treedef.flatten_up_to(expanded)  # type: ignore[attr-defined]
   except (ValueError, TypeError) as e:
     raise ValueError(
         f"{caller}: {what} does not match the params. It must have the structure "
         "of the params, or a prefix of it, with a value at each of its leaves."
-        f"\n  {what}: {jax.tree.structure(prefix, is_leaf=lambda x: x is None)}"
+        f"\n  {what}: {jax.tree.structure(prefix, is_leaf=lambda x: x is None or is_value(x))}"
         f"\n  params: {treedef}") from e
+
+
+def _one_level(tree: Any) -> tuple[list[Any], Any]:
+  """The children of a pytree node, and its structure with them as leaves."""
+  return jax.tree_util.tree_flatten(tree, is_leaf=lambda x: x is not tree)
+
+
+def _expand_around_empty(prefix: PyTree, params: PyTree, is_node_value: Callable[[Any], bool]
+                         ) -> PyTree:
+  """Broadcasts ``prefix`` over ``params``, where a subtree of ``params`` without leaves
+  (``optax.masked``'s ``MaskedNode``) matches any subtree of ``prefix``.
+
+  Raises:
+    ValueError: if ``prefix`` is not a prefix of ``params`` elsewhere.
+  """
+  if not jax.tree.leaves(params):
+    return params
+  if is_node_value(prefix) or _is_leaf(prefix):
+    return jax.tree.map(lambda _: prefix, params)
+  prefix_children, prefix_def = _one_level(prefix)
+  params_children, params_def = _one_level(params)
+  if prefix_def != params_def:
+    raise ValueError(f"{prefix_def} does not match {params_def}")
+  return params_def.unflatten([_expand_around_empty(a, b, is_node_value)
+                               for a, b in zip(prefix_children, params_children)])
 
 
 def _is_one_value(value: Any) -> bool:
@@ -199,21 +235,44 @@ def _is_one_value(value: Any) -> bool:
   return value is not None and not callable(value) and _is_leaf(value)
 
 
+def _is_callable(value: Any) -> bool:
+  """A per-leaf setting given as a callable ``(path, leaf) -> value``."""
+  return callable(value) and _is_leaf(value)
+
+
 def per_leaf(what: str, value: Any, params: PyTree, leaves: list[Leaf],
-             selected: list[bool], *, caller: str) -> list[Any]:
+             selected: list[bool], *, caller: str,
+             is_value: Callable[[Any], bool] = lambda x: False,
+             none_is_default: bool = False) -> list[Any]:
   """The value of a per-leaf setting at every leaf (None where not selected).
 
   ``value`` is one value for every leaf, a pytree prefix of ``params`` (None
   where a leaf is not selected), or a callable ``(path, leaf) -> value``.
+  ``is_value`` marks the nodes that are one value, not a subtree (a tuple of
+  axes). With ``none_is_default``, None is a value for a selected leaf too
+  (its default), and an exception raised by the callable becomes a
+  ValueError naming the leaf.
   """
-  if _is_one_value(value):
+  if _is_one_value(value) or is_value(value):
     return [value if chosen else None for chosen in selected]
-  if callable(value) and _is_leaf(value):
-    return [value(leaf.name, leaf.value) if chosen else None
-            for leaf, chosen in zip(leaves, selected)]
-  values = _broadcast_prefix(value, params, what=what, caller=caller)
+  if _is_callable(value):
+    out: list[Any] = []
+    for leaf, chosen in zip(leaves, selected):
+      if not chosen:
+        out.append(None)
+      elif not none_is_default:
+        out.append(value(leaf.name, leaf.value))
+      else:
+        try:
+          out.append(value(leaf.name, leaf.value))
+        except Exception as e:
+          raise ValueError(
+              f"{caller}: the {what} callable raised for leaf '{leaf.name}' of shape "
+              f"{np.shape(leaf.value)}: {type(e).__name__}: {e}") from e
+    return out
+  values = _broadcast_prefix(value, params, what=what, caller=caller, is_value=is_value)
   for leaf, chosen, v in zip(leaves, selected, values):
-    if chosen and v is None:
+    if chosen and v is None and not none_is_default:
       raise ValueError(
           f"{caller}: {what} has no value for the constrained leaf '{leaf.name}'. Give "
           "it one, or leave the leaf out with mask=.")
@@ -247,51 +306,84 @@ _EQUINOX_NEURON_FIRST = frozenset({"Linear", "Conv", "ConvTranspose"})
 class Layout(NamedTuple):
   """Where a leaf's neurons are: by default (both None), or as the user said.
 
-  ``axis`` holds Keras-style axes to reduce over, ``neuron_axis`` the one axis
-  that indexes the neurons; at most one is set.
+  ``axis`` holds Keras-style axes to reduce over, ``neuron_axis`` the axes
+  that index the neurons; at most one is set.
   """
   axis: tuple[int, ...] | None = None
-  neuron_axis: int | None = None
+  neuron_axis: tuple[int, ...] | None = None
+
+
+class PerLeafLayout(NamedTuple):
+  """``axis`` or ``neuron_axis`` given per leaf (a pytree prefix or a callable).
+
+  :func:`resolve` builds each selected leaf's :class:`Layout` from it.
+  """
+  name: str      # "axis" or "neuron_axis"
+  setting: Any
 
 
 def _is_int(x: Any) -> bool:
   return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
 
 
-def layout(axis: Axis, neuron_axis: int | None, *, caller: str) -> Layout:
-  """Checks the form of ``axis`` and ``neuron_axis`` when a constraint is built.
+def _is_axes(x: Any) -> bool:
+  """An int, or a tuple or list that holds an int or nothing: axes, not a subtree."""
+  return _is_int(x) or (isinstance(x, (tuple, list))
+                        and (not x or any(_is_int(a) for a in x)))
+
+
+def _axes(name: str, value: Any, *, caller: str, where: str = "") -> tuple[int, ...]:
+  """``value`` (an int or a sequence of ints) as a non-empty tuple of ints.
 
   Raises:
-    TypeError: if either is not a static int (or, for ``axis``, a sequence of
-      ints), a traced array included.
-    ValueError: if both are given, or ``axis`` is empty.
+    TypeError: if it is not an int or a sequence of ints.
+    ValueError: if it is empty.
+  """
+  if _is_int(value):
+    return (int(value),)
+  if isinstance(value, (tuple, list)) and all(_is_int(a) for a in value):
+    if not value:
+      raise ValueError(f"{caller}: {name}=() names no axis{where}; give at least one.")
+    return tuple(int(a) for a in value)
+  raise TypeError(
+      f"{caller}: {name} must be an int or a tuple of ints{where}, got {value!r}.")
+
+
+def layout(axis: Any, neuron_axis: Any, *, caller: str) -> Layout | PerLeafLayout:
+  """Checks the form of ``axis`` and ``neuron_axis`` when a constraint is built.
+
+  Each is None, an int, a tuple of ints, or, per leaf, a pytree prefix of the
+  params or a callable ``(path, leaf) -> value`` (checked leaf by leaf in
+  :func:`resolve`).
+
+  Raises:
+    TypeError: if either is not a static int or tuple of ints (a traced array
+      included), or a per-leaf setting.
+    ValueError: if both are given, or either is empty.
   """
   for name, value in (("axis", axis), ("neuron_axis", neuron_axis)):
     if isinstance(value, (jax.Array, np.ndarray)):
       raise TypeError(
-          f"{caller}: {name} must be a static int{' or tuple of ints' if name == 'axis' else ''}"
-          f", got an array. With optax.inject_hyperparams, pass static_args=('{name}',).")
+          f"{caller}: {name} must be a static int or tuple of ints, got an array. With "
+          f"optax.inject_hyperparams, pass static_args=('{name}',).")
   if axis is not None and neuron_axis is not None:
     raise ValueError(
         f"{caller}: pass axis= (Keras's: the axes to reduce over) or neuron_axis= (the "
-        "axis that indexes the neurons), not both.")
-  if neuron_axis is not None:
-    if not _is_int(neuron_axis):
-      raise TypeError(f"{caller}: neuron_axis must be an int, got {neuron_axis!r}.")
-    return Layout(neuron_axis=int(neuron_axis))
-  if axis is None:
+        "axes that index the neurons), not both.")
+  name, value = ("axis", axis) if neuron_axis is None else ("neuron_axis", neuron_axis)
+  if value is None:
     return Layout()
-  if _is_int(axis):
-    axes: tuple[Any, ...] = (axis,)
-  elif isinstance(axis, (tuple, list)):
-    axes = tuple(axis)
-  else:
-    raise TypeError(f"{caller}: axis must be an int or a tuple of ints, got {axis!r}.")
-  if not axes:
-    raise ValueError(f"{caller}: axis=() reduces over no axis; give at least one.")
-  if not all(_is_int(a) for a in axes):
-    raise TypeError(f"{caller}: axis must be an int or a tuple of ints, got {axis!r}.")
-  return Layout(axis=tuple(int(a) for a in axes))
+  if not _is_axes(value) and (_is_callable(value) or not _is_leaf(value)):
+    return PerLeafLayout(name, value)
+  return Layout(**{name: _axes(name, value, caller=caller)})
+
+
+def _leaf_layout(spec: PerLeafLayout, value: Any, leaf: Leaf, *, caller: str) -> Layout:
+  """The layout a per-leaf ``axis``/``neuron_axis`` gives ``leaf`` (None: the default)."""
+  if value is None:
+    return Layout()
+  where = f" for leaf '{leaf.name}'"
+  return Layout(**{spec.name: _axes(spec.name, value, caller=caller, where=where)})
 
 
 def _equinox_classes(module: type | None) -> list[str]:
@@ -313,8 +405,12 @@ def _show(axes: tuple[int, ...]) -> str:
   return str(axes[0]) if len(axes) == 1 else str(axes)
 
 
-def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str) -> tuple[int, ...]:
+def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str,
+                   per_leaf_axis: bool = False) -> tuple[int, ...]:
   """The sorted, non-negative axes that a neuron's norm reduces over, for this leaf.
+
+  With ``per_leaf_axis`` (an ``axis`` given per leaf), reducing over every
+  axis of the leaf is refused: a per-leaf layout says where the neurons are.
 
   Raises:
     ValueError: if the leaf's rank does not fit the layout, the layout names an
@@ -331,16 +427,26 @@ def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str) -> tuple[int, ...
     if len(set(axes)) != len(axes):
       raise ValueError(
           f"{caller}: axis {_show(layout.axis)} names the same axis twice for {where}.")
+    if per_leaf_axis and len(axes) == ndim:
+      raise ValueError(
+          f"{caller}: axis {_show(layout.axis)} reduces over every axis of {where}, so "
+          "no axis is left to index its neurons. Name the axes to reduce over (a "
+          "neuron's fan-in) only, or pass neuron_axis=.")
     return axes
   if layout.neuron_axis is not None:
-    k = layout.neuron_axis
-    if not -ndim <= k < ndim:
-      raise ValueError(f"{caller}: neuron_axis={k} is out of range for {where}.")
-    if ndim < 2:
+    shown = _show(layout.neuron_axis)
+    for k in layout.neuron_axis:
+      if not -ndim <= k < ndim:
+        raise ValueError(f"{caller}: neuron_axis={shown} is out of range for {where}.")
+    kept = {k % ndim for k in layout.neuron_axis}
+    if len(kept) != len(layout.neuron_axis):
+      raise ValueError(
+          f"{caller}: neuron_axis={shown} names the same axis twice for {where}.")
+    if len(kept) == ndim:
       raise ValueError(
           f"{caller}: {where} has no axis left to take a neuron's norm over once "
-          f"neuron_axis={k} is set aside. Leave it out of the mask.")
-    return tuple(a for a in range(ndim) if a != k % ndim)
+          f"neuron_axis={shown} is set aside. Leave it out of the mask.")
+    return tuple(a for a in range(ndim) if a not in kept)
   equinox = _equinox_classes(leaf.module)
   neuron_first = bool(equinox) and leaf.field == "weight" and not (
       _EQUINOX_NEURON_FIRST.isdisjoint(equinox))
@@ -431,10 +537,12 @@ class LeafSpec(NamedTuple):
     axes: the axes a neuron's norm reduces over (``()`` for elementwise
       constraints).
     bounds: the leaf's checked bounds (None for elementwise constraints).
+    shape: the leaf's shape.
   """
   path: str
   axes: tuple[int, ...]
   bounds: Bounds | None
+  shape: tuple[int, ...] = ()
 
 
 class Resolved(NamedTuple):
@@ -443,7 +551,8 @@ class Resolved(NamedTuple):
   specs: tuple[LeafSpec | None, ...]
 
 
-def resolve(params: PyTree, *, mask: Mask, caller: str, layout: Layout | None = None,
+def resolve(params: PyTree, *, mask: Mask, caller: str,
+            layout: Layout | PerLeafLayout | None = None,
             bounds: Bounds | None = None, require_selection: bool = False) -> Resolved:
   """Selects the leaves to act on and resolves each one's axes and bounds.
 
@@ -452,7 +561,8 @@ def resolve(params: PyTree, *, mask: Mask, caller: str, layout: Layout | None = 
     mask: which leaves to select: None (every kernel), a pytree (prefix) of
       bools, or a callable ``params -> pytree of bools``.
     caller: the constraint's name, for messages.
-    layout: where neurons lie; None for an elementwise constraint.
+    layout: where neurons lie, for every leaf or per leaf (from :func:`layout`);
+      None for an elementwise constraint.
     bounds: a norm constraint's bounds, each resolved per leaf with
       :func:`per_leaf` and checked (``rate`` is one value for all leaves).
     require_selection: raise if the mask selects nothing.
@@ -472,6 +582,9 @@ def resolve(params: PyTree, *, mask: Mask, caller: str, layout: Layout | None = 
   if bounds is not None:
     lows = per_leaf("min_value", bounds.min_value, params, leaves, selected, caller=caller)
     highs = per_leaf("max_value", bounds.max_value, params, leaves, selected, caller=caller)
+  if isinstance(layout, PerLeafLayout):
+    layouts = per_leaf(layout.name, layout.setting, params, leaves, selected, caller=caller,
+                       is_value=_is_axes, none_is_default=True)
   specs: list[LeafSpec | None] = []
   for i, (leaf, chosen) in enumerate(zip(leaves, selected)):
     if not chosen:
@@ -482,12 +595,19 @@ def resolve(params: PyTree, *, mask: Mask, caller: str, layout: Layout | None = 
       raise ValueError(
           f"{caller}: leaf '{leaf.name}' has dtype {dtype}; constraints "
           "apply to floating-point weights only. Leave it out of the mask.")
-    axes = () if layout is None else reduction_axes(leaf, layout, caller=caller)
+    if layout is None:
+      axes: tuple[int, ...] = ()
+    elif isinstance(layout, PerLeafLayout):
+      leaf_layout = _leaf_layout(layout, layouts[i], leaf, caller=caller)
+      axes = reduction_axes(leaf, leaf_layout, caller=caller,
+                            per_leaf_axis=leaf_layout.axis is not None)
+    else:
+      axes = reduction_axes(leaf, layout, caller=caller)
     leaf_bounds = None
     if bounds is not None:
       leaf_bounds = Bounds(lows[i], highs[i], bounds.rate)
       check_bounds(leaf_bounds, caller=caller, leaf=leaf.name)
-    specs.append(LeafSpec(leaf.name, axes, leaf_bounds))
+    specs.append(LeafSpec(leaf.name, axes, leaf_bounds, tuple(np.shape(leaf.value))))
   # `flatten` skips None as jax.tree.flatten does, so the specs line up with treedef.
   return Resolved(treedef, tuple(specs))
 

@@ -11,7 +11,8 @@ import maxnorm_jax as mnj
 PUBLIC = {
     "max_norm", "min_max_norm", "unit_norm", "non_neg", "project_max_norm",
     "project_min_max_norm", "project_unit_norm", "project_non_neg", "neuron_norms",
-    "paths_matching", "path_to_str", "NormConstraintState", "NonNegState",
+    "paths_matching", "path_to_str", "NormConstraintState", "NonNegState", "describe",
+    "Plan", "PlanRow",
 }
 
 

@@ -100,7 +100,7 @@ def test_axis_of_bad_form(trace, axis):
     trace(mnj.max_norm(3.0, axis=axis))
 
 
-@pytest.mark.parametrize("neuron_axis", [(0,), "0", 1.0, True])
+@pytest.mark.parametrize("neuron_axis", [(0, None), "0", 1.0, True])
 def test_neuron_axis_of_bad_form(neuron_axis):
   with pytest.raises(TypeError, match="neuron_axis must be an int"):
     mnj.max_norm(3.0, neuron_axis=neuron_axis)
