@@ -32,9 +32,9 @@ from experiments.cifar10.configs import Config
 from experiments.cifar10.distributed import primary_only
 
 __all__ = [
-    "RecordsError", "append_metrics", "append_step", "read_config", "read_metrics", "read_steps",
-    "read_summary", "truncate_metrics", "truncate_steps", "write_config", "write_summary",
-    "write_text",
+    "RecordsError", "append_metrics", "append_step", "read_config", "read_json", "read_metrics",
+    "read_steps", "read_summary", "truncate_metrics", "truncate_steps", "write_config",
+    "write_summary", "write_text",
 ]
 
 CONFIG, METRICS, SUMMARY, STEPS = "config.json", "metrics.jsonl", "summary.json", "steps.jsonl"
@@ -160,15 +160,20 @@ def write_summary(workdir: pathlib.Path, summary: dict[str, Any]) -> None:
 
 def read_config(workdir: pathlib.Path) -> dict[str, Any] | None:
   """``config.json`` as JSON (None if it does not exist)."""
-  return _read_json(workdir / CONFIG)
+  return read_json(workdir / CONFIG)
 
 
 def read_summary(workdir: pathlib.Path) -> dict[str, Any] | None:
   """``summary.json`` (None if it does not exist)."""
-  return _read_json(workdir / SUMMARY)
+  return read_json(workdir / SUMMARY)
 
 
-def _read_json(path: pathlib.Path) -> dict[str, Any] | None:
+def read_json(path: pathlib.Path) -> dict[str, Any] | None:
+  """The JSON object in ``path`` (None if it does not exist).
+
+  Raises:
+    RecordsError: ``path`` is damaged ("FILE, line N: what is wrong").
+  """
   if not path.exists() and not path.is_symlink():
     return None
   text = _read(path)

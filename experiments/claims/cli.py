@@ -7,7 +7,8 @@ resuming partial ones), deletes complete runs' checkpoints unless
 run. ``--report-only`` skips training; with no complete run on this machine it
 keeps the section already there.
 Bad flags exit with code 2; a run directory holding another config, missing
-data or an unusable checkpoint exit with code 1 and a message. (``__main__.py``
+data, an unusable checkpoint or a damaged record of a run (``host.json``
+included) exit with code 1 and a one-line message, before any report is written. (``__main__.py``
 chooses the malloc, then calls :func:`main`.)
 """
 
@@ -20,6 +21,7 @@ from collections.abc import Sequence
 
 from experiments.cifar10.checkpoints import CheckpointError
 from experiments.cifar10.input_pipeline import DataUnavailableError
+from experiments.cifar10.records import RecordsError
 from experiments.cifar10.train import WorkdirError
 from experiments.claims.budgets import BUDGETS
 from experiments.claims.registry import EXPERIMENTS
@@ -92,13 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
       plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
                        keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs)
-  except (RunConflictError, DataUnavailableError, CheckpointError, WorkdirError) as e:
+    results = [load_result(run.spec, run.workdir) for run in plan]
+  except (RunConflictError, DataUnavailableError, CheckpointError, WorkdirError,
+          RecordsError) as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
   except KeyboardInterrupt:
     print("\ninterrupted; run the same command again to resume", file=sys.stderr)
     return 130
-  results = [load_result(run.spec, run.workdir) for run in plan]
   try:
     path = render_report(experiment, budget, results, args.results_dir, command=_command(args),
                          data_dir=args.data_dir, allow_shrink=args.allow_shrink)

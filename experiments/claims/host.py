@@ -3,7 +3,9 @@
 The pipeline's ``summary.json`` records JAX's view (backend, device kind,
 device count, CPU count); this adds the CPU model and OS
 (:func:`experiments.machine.describe_machine`), so that a report can say which
-hardware produced each number.
+hardware produced each number. A damaged ``host.json`` (no JSON object, no
+``cpu_model`` string, junk bytes, a directory in its place) raises
+:class:`~experiments.cifar10.records.RecordsError`.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ import json
 import pathlib
 from typing import Any
 
+from experiments.cifar10 import records
 from experiments.machine import describe_machine
 
 __all__ = ["HOST", "read_host", "write_host"]
@@ -21,10 +24,20 @@ HOST = "host.json"
 
 def write_host(workdir: pathlib.Path) -> None:
   """Writes ``host.json`` (this machine) into ``workdir``."""
-  (workdir / HOST).write_text(json.dumps(describe_machine(), indent=2) + "\n")
+  records.write_text(workdir / HOST, json.dumps(describe_machine(), indent=2) + "\n")
 
 
 def read_host(workdir: pathlib.Path) -> dict[str, Any] | None:
-  """``host.json`` of ``workdir``, or None if it was not recorded."""
+  """``host.json`` of ``workdir``, or None if it was not recorded.
+
+  Raises:
+    RecordsError: ``host.json`` is damaged, or has no ``cpu_model`` string (the field a
+      report reads).
+  """
   path = workdir / HOST
-  return json.loads(path.read_text()) if path.exists() else None
+  host = records.read_json(path)
+  if host is not None and not isinstance(host.get("cpu_model"), str):
+    what = "null" if host.get("cpu_model", ...) is None else (
+        "missing" if "cpu_model" not in host else "not a string")
+    raise records.RecordsError(f"{path}: 'cpu_model' is {what}; expected the CPU's name")
+  return host

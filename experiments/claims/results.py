@@ -8,7 +8,6 @@ numbers, a step row of a diverged step that was not a logged step has
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 import pathlib
 from collections.abc import Sequence
@@ -148,8 +147,11 @@ class RunResult:
 
 
 def load_result(spec: RunSpec, workdir: pathlib.Path) -> RunResult:
-  """Reads the run in ``workdir``; missing files read as empty."""
-  summary_file = workdir / records.SUMMARY
-  summary = json.loads(summary_file.read_text()) if summary_file.exists() else None
+  """Reads the run in ``workdir``; missing files read as empty.
+
+  Raises:
+    RecordsError: a file of the run is damaged ("FILE, line N: what is wrong").
+  """
+  summary = records.read_summary(workdir)
   return RunResult(spec, workdir, summary, records.read_metrics(workdir),
                    records.read_steps(workdir), read_host(workdir))

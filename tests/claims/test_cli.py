@@ -3,6 +3,8 @@
 import json
 import pathlib
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -11,7 +13,8 @@ from experiments.claims.cli import main
 from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import read_sections
 
-RESULTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "results"
+REPO = pathlib.Path(__file__).resolve().parents[2]
+RESULTS = REPO / "experiments" / "results"
 CPU = BUDGETS["cpu"]
 
 
@@ -94,3 +97,57 @@ def test_report_only_refuses_to_shrink_a_committed_section(tmp_path, fabricate, 
   assert {p.name: p.read_bytes() for p in path.parent.iterdir()} == before
   assert main([*argv, "--allow-shrink"]) == 0
   assert "- **Runs complete:** 1 of 6" in read_sections(path)["cpu"]
+
+
+def _tree(root):
+  """Every file under ``root``, path -> bytes (a directory -> None)."""
+  return {p: (None if p.is_dir() else p.read_bytes()) for p in sorted(root.rglob("*"))}
+
+
+_DAMAGED_RECORDS = {  # name -> (file, damage, what the line says)
+    "host garbage": ("host.json", b"{not json", "host.json, line 1: not JSON"),
+    "host without cpu_model": ("host.json", b'{"cpu_count": 2}',
+                               "host.json: 'cpu_model' is missing"),
+    "host null cpu_model": ("host.json", b'{"cpu_model": null}', "host.json: 'cpu_model' is null"),
+    "host null": ("host.json", b"null", "host.json, line 1: not a JSON object"),
+    "host junk bytes": ("host.json", b'{"cpu_model": "\xff\xfe"}',
+                        "host.json, line 1: not UTF-8 text"),
+    "host a directory": ("host.json", None, "host.json: is a directory"),
+    "steps garbage line": ("steps.jsonl", b'{"step": 1}\n{"step": \n',
+                           "steps.jsonl, line 2: not a JSON object"),
+}
+
+
+def _damaged_run(tmp_path, fabricate, results_of, name):
+  one = results_of(EXPERIMENTS["e1"], CPU, tmp_path / "runs")[0]
+  fabricate(one.workdir, one.spec, val=0.45, test=0.46, host={"cpu_model": "x"})
+  file, damage, expected = _DAMAGED_RECORDS[name]
+  path = one.workdir / file
+  path.unlink(missing_ok=True)
+  if damage is None:
+    path.mkdir()
+  else:
+    path.write_bytes(damage)
+  return ["e1", "--budget", "cpu", "--runs-dir", str(tmp_path / "runs"), "--results-dir",
+          str(tmp_path / "out"), "--report-only"], f"{path}{expected[len(file):]}"
+
+
+@pytest.mark.parametrize("name", sorted(_DAMAGED_RECORDS))
+def test_report_only_names_a_damaged_record_and_writes_nothing(tmp_path, fabricate, results_of,
+                                                               name, capsys):
+  argv, expected = _damaged_run(tmp_path, fabricate, results_of, name)
+  before = _tree(tmp_path)
+  assert main(argv) == 1
+  (line,) = capsys.readouterr().err.splitlines()
+  assert line.startswith(f"error: {expected}")
+  assert _tree(tmp_path) == before
+
+
+def test_the_command_names_a_damaged_host_record_in_one_line(tmp_path, fabricate, results_of):
+  argv, expected = _damaged_run(tmp_path, fabricate, results_of, "host a directory")
+  before = _tree(tmp_path)
+  done = subprocess.run([sys.executable, "-m", "experiments.claims", *argv], cwd=REPO,
+                        capture_output=True, text=True, timeout=300)
+  assert done.returncode == 1, done.stderr
+  assert done.stderr.splitlines() == [f"error: {expected}, not a file"]
+  assert _tree(tmp_path) == before
