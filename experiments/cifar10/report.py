@@ -33,7 +33,7 @@ from experiments.cifar10.models import DENSE1_KERNEL
 from experiments.machine import cpu_model
 from experiments.markdown import Column, columns_table, number
 
-__all__ = ["binding", "clean_console", "main", "render"]
+__all__ = ["binding", "check_records", "clean_console", "main", "render"]
 
 CONSOLE = "console.log"
 
@@ -55,15 +55,17 @@ def binding(metrics: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]],
     return "The run had no constraint."
   bound_epochs = [r["epoch"] for r in metrics if (r.get("fraction_at_bound") or 0) > 0]
   bound_steps = [s for s in steps if (s.get("fraction_at_bound") or 0) > 0]
-  largest = max((r["neuron_norms"][DENSE1_KERNEL]["max"] for r in metrics
-                 if r.get("neuron_norms", {}).get(DENSE1_KERNEL)), default=None)
+  largest = max((n for n in (_dense1(r, "max") for r in metrics) if n is not None),
+                default=None)
   if not bound_epochs and not bound_steps:
     return (f"**c = {c:g} never bound.** No step of any epoch projected a neuron "
             f"(`fraction_at_bound` was 0 in every epoch"
-            + (" and at every logged step" if steps else "") + "); the largest neuron norm "
-            f"of {DENSE1_KERNEL} after any epoch was {largest:.3f}, below c. The constraint "
-            f"changed no weight, so this run is the unconstrained recipe up to float "
-            f"rounding.")
+            + (" and at every logged step" if steps else "") + "); "
+            + (f"the largest neuron norm of {DENSE1_KERNEL} after any epoch was "
+               f"{largest:.3f}, below c" if largest is not None else
+               f"no neuron norm of {DENSE1_KERNEL} was recorded") + ". The constraint "
+            "changed no weight, so this run is the unconstrained recipe up to float "
+            "rounding.")
   first_epoch = bound_epochs[0] if bound_epochs else None
   parts = [f"**c = {c:g} bound from epoch {first_epoch} on**" if first_epoch else
            f"**c = {c:g} bound at some logged steps**"]
@@ -101,7 +103,7 @@ def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[
   at = [s["step"] / steps_per_epoch for s in steps if s.get("neuron_norms")]
 
   def stat(rows, key):
-    return [(r.get("neuron_norms") or {}).get(DENSE1_KERNEL, {}).get(key) for r in rows]
+    return [_dense1(r, key) for r in rows]
   logged = [s for s in steps if s.get("neuron_norms")]
   names = []
   names.append(_plot(out / "accuracy_loss.png", label, [
@@ -134,7 +136,7 @@ def _figures(out: pathlib.Path, metrics: list[dict[str, Any]], steps: list[dict[
 
 
 def _dense1(row: dict[str, Any], stat: str) -> float | None:
-  return (row.get("neuron_norms") or {}).get(DENSE1_KERNEL, {}).get(stat)
+  return ((row.get("neuron_norms") or {}).get(DENSE1_KERNEL) or {}).get(stat)
 
 
 # The per-epoch table of a results page: one row of metrics.jsonl per epoch.
@@ -156,6 +158,77 @@ class ReportError(ValueError):
   """The page cannot be written where it was asked for; nothing was written."""
 
 
+# The fields the page reads, in one place: file -> (key, what it must be, may it be null,
+# must it be there). Checked before anything is written, so that a record that is valid
+# JSON but lacks a field, or holds a null where a number is needed, is one clear line.
+_INTEGER = ("an integer", lambda v: isinstance(v, int) and not isinstance(v, bool))
+_NUMBER = ("a number", lambda v: isinstance(v, (int, float)) and not isinstance(v, bool))
+_TEXT = ("a string", lambda v: isinstance(v, str))
+_OBJECT = ("a JSON object", lambda v: isinstance(v, dict))
+_FIELDS: dict[str, list[tuple[str, tuple[str, Any], bool, bool]]] = {
+    records.CONFIG: [("epochs", _INTEGER, False, True), ("batch_size", _INTEGER, False, True),
+                     ("max_norm", _NUMBER, True, True)],
+    records.SUMMARY: [("steps", _INTEGER, False, True), ("num_params", _INTEGER, False, True),
+                      ("test_accuracy", _NUMBER, True, True), ("test_loss", _NUMBER, True, True),
+                      ("val_accuracy", _NUMBER, True, True), ("backend", _TEXT, False, True),
+                      ("num_devices", _INTEGER, False, True),
+                      ("jax_version", _TEXT, False, True), ("malloc", _TEXT, False, False)],
+    records.METRICS: [("train_loss", _NUMBER, True, True), ("train_accuracy", _NUMBER, True, True),
+                      ("val_loss", _NUMBER, True, True), ("val_accuracy", _NUMBER, True, True),
+                      ("seconds", _NUMBER, False, True), ("img_per_s", _NUMBER, False, True),
+                      ("fraction_at_bound", _NUMBER, True, False),
+                      ("neuron_norms", _OBJECT, True, False)],
+    records.STEPS: [("epoch", _INTEGER, False, True), ("fraction_at_bound", _NUMBER, True, False),
+                    ("neuron_norms", _OBJECT, True, False)],
+}
+
+
+def _check_row(where: str, name: str, row: dict[str, Any]) -> None:
+  for key, (kind, fits), nullable, required in _FIELDS[name]:
+    if key not in row:
+      if required:
+        raise records.RecordsError(f"{where}: {key!r} is missing")
+      continue
+    value = row[key]
+    if value is None and nullable:
+      continue
+    if not fits(value):
+      raise records.RecordsError(f"{where}: {key!r} is {'null' if value is None else repr(value)}"
+                                 f", not {kind}")
+  for layer, stats in (row.get("neuron_norms") or {}).items():
+    if not isinstance(stats, dict) or not all(
+        v is None or _NUMBER[1](v) for v in (stats.get("max"), stats.get("mean"))):
+      raise records.RecordsError(f"{where}: the neuron norms of {layer!r} are {stats!r}, not "
+                                 f"an object with numbers 'max' and 'mean'")
+
+
+def _row_lines(path: pathlib.Path) -> list[int]:
+  """The line number of each row of a JSON Lines file (blank lines hold no row)."""
+  return [n for n, line in enumerate(path.read_text().split("\n")[:-1], 1) if line.strip()]
+
+
+def check_records(workdir: pathlib.Path, config: dict[str, Any], summary: dict[str, Any],
+                  metrics: Sequence[dict[str, Any]], steps: Sequence[dict[str, Any]]) -> None:
+  """Checks that the run's records hold every field the page reads, of the right kind.
+
+  Raises:
+    records.RecordsError: "FILE: what is wrong", or "FILE, line N: what is wrong".
+  """
+  _check_row(str(workdir / records.CONFIG), records.CONFIG, config)
+  if config["epochs"] < 1 or config["batch_size"] < 1:
+    raise records.RecordsError(f"{workdir / records.CONFIG}: 'epochs' and 'batch_size' must "
+                               f"be >= 1")
+  _check_row(str(workdir / records.SUMMARY), records.SUMMARY, summary)
+  if not metrics:
+    raise records.RecordsError(f"{workdir / records.METRICS}: no epoch's row, next to a "
+                               f"{records.SUMMARY}")
+  for name, rows in ((records.METRICS, metrics), (records.STEPS, steps)):
+    for line, row in zip(_row_lines(workdir / name) if rows else [], rows):
+      _check_row(f"{workdir / name}, line {line}", name, row)
+      if name == records.METRICS and row["epoch"] < 1:
+        raise records.RecordsError(f"{workdir / name}, line {line}: 'epoch' must be >= 1")
+
+
 def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Sequence[str],
            host: str | None = None, notes: str = "") -> pathlib.Path:
   """Writes ``out/results.md``, its figures and copies of the run's small files.
@@ -170,7 +243,8 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
   Raises:
     FileNotFoundError: the run is not finished (no ``summary.json``).
     ReportError: ``out`` is a file, or ``workdir`` itself.
-    records.RecordsError: a record of the run is damaged ("FILE, line N: ...").
+    records.RecordsError: a record of the run is damaged, or lacks a field the page reads
+      (:func:`check_records`): "FILE, line N: ..." or "FILE: ...".
   """
   workdir, out = pathlib.Path(workdir), pathlib.Path(out)
   if out.exists() and not out.is_dir():
@@ -185,6 +259,7 @@ def render(workdir: str | pathlib.Path, out: str | pathlib.Path, *, commands: Se
   if config is None:
     raise FileNotFoundError(f"{workdir} holds no {records.CONFIG}.")
   metrics, steps = records.read_metrics(workdir), records.read_steps(workdir)
+  check_records(workdir, config, summary, metrics, steps)
   out.mkdir(parents=True, exist_ok=True)
   for name in (records.CONFIG, records.METRICS, records.STEPS, records.SUMMARY):
     if (workdir / name).exists():

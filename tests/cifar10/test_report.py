@@ -13,6 +13,13 @@ from experiments.cifar10 import report
 REPO = pathlib.Path(__file__).resolve().parents[2]
 
 
+_SUMMARY = {"test_accuracy": 0.61, "test_loss": 1.2, "val_accuracy": 0.4, "steps": 10,
+            "num_params": 100, "backend": "cpu", "num_devices": 1, "jax_version": "0"}
+_ROW = {"epoch": 1, "step": 10, "train_loss": 1.0, "train_accuracy": 0.5, "val_loss": 1.1,
+        "val_accuracy": 0.4, "seconds": 100.0, "img_per_s": 50.0, "fraction_at_bound": 0.0,
+        "largest_norm": 1.5, "neuron_norms": {"dense1/kernel": {"max": 1.5, "mean": 0.75}}}
+
+
 def _write_run(workdir, norms, fractions, steps=()):
   workdir.mkdir(parents=True, exist_ok=True)
   (workdir / "config.json").write_text(json.dumps({"epochs": len(norms), "batch_size": 128,
@@ -76,6 +83,20 @@ def _snapshot(root):
     (("steps.jsonl", '{"loss": 1.0}\n'), "steps.jsonl, line 1: no integer 'step'"),
     (("summary.json", '{"test_accuracy": 0.6,\n'), "summary.json, line 2: not JSON"),
     (("config.json", "\xff"), "config.json, line 1: not JSON"),
+    (("summary.json", '{"test_accuracy": 0.6}'), "summary.json: 'steps' is missing"),
+    (("summary.json", json.dumps({**_SUMMARY, "num_params": None})),
+     "summary.json: 'num_params' is null, not an integer"),
+    (("config.json", '{"epochs": 1, "max_norm": 3.0}'), "config.json: 'batch_size' is missing"),
+    (("config.json", '{"epochs": null, "batch_size": 128, "max_norm": 3.0}'),
+     "config.json: 'epochs' is null, not an integer"),
+    (("config.json", '{"epochs": 1, "batch_size": 128}'), "config.json: 'max_norm' is missing"),
+    (("metrics.jsonl", "\n" + json.dumps({**_ROW, "seconds": None}) + "\n"),
+     "metrics.jsonl, line 2: 'seconds' is null, not a number"),
+    (("metrics.jsonl", json.dumps({**_ROW, "neuron_norms": {"dense1/kernel": None}}) + "\n"),
+     "metrics.jsonl, line 1: the neuron norms of 'dense1/kernel' are None"),
+    (("metrics.jsonl", ""), "metrics.jsonl: no epoch's row, next to a summary.json"),
+    (("steps.jsonl", '{"step": 3, "fraction_at_bound": 0.1}\n'),
+     "steps.jsonl, line 1: 'epoch' is missing"),
     (("out", None), "--out {out} exists and is not a directory"),
     (("same", None), "--out {out} is the run's --workdir"),
 ])
@@ -97,3 +118,16 @@ def test_a_damaged_run_or_a_bad_out_is_one_line_and_exit_1(tmp_path, damage, mes
   (line,) = result.stderr.splitlines()
   assert message.format(out=out) in line
   assert _snapshot(tmp_path) == before
+
+
+def test_a_diverged_run_with_nulls_where_numbers_diverged_is_rendered(tmp_path):
+  workdir = tmp_path / "w"
+  _write_run(workdir, norms=[1.5], fractions=[0.0])
+  row = {**_ROW, "train_loss": None, "val_loss": None, "largest_norm": None,
+         "neuron_norms": {"dense1/kernel": {"max": None, "mean": None}}}
+  (workdir / "metrics.jsonl").write_text(json.dumps(row) + "\n")
+  (workdir / "summary.json").write_text(json.dumps({**_SUMMARY, "test_accuracy": None,
+                                                    "test_loss": None}))
+  text = report.render(workdir, tmp_path / "o", commands=["x"]).read_text()
+  assert "no neuron norm of dense1/kernel was recorded" in text
+  assert "**Test accuracy:** – (test loss –)" in text
