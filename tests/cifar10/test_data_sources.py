@@ -6,6 +6,7 @@ import json
 import logging
 import os
 import pathlib
+import shutil
 import subprocess
 import sys
 
@@ -330,3 +331,57 @@ def test_a_prepared_copy_and_the_archive_give_the_same_arrays_bit_for_bit(tmp_pa
   from_archive = data_sources.open_splits(get_config("article", data_url=path.as_uri()))
   _assert_splits_equal(from_archive, stored)  # Checked against the real ARRAYS, too.
   assert sorted((p, p.stat().st_mtime_ns) for p in REAL_DATA_DIR.rglob("*")) == before
+
+
+_TRAIN_SHARD = "cifar10-train.array_record-00000-of-00001"
+
+
+def _damaged_real_copy(root: pathlib.Path, damage: str) -> pathlib.Path:
+  """A copy of the real prepared CIFAR-10 under ``root`` (its small files copied, its
+  shards linked) whose train shard is truncated, has one flipped bit, or is missing."""
+  real = REAL_DATA_DIR / "cifar10" / cifar10_archive.TFDS_VERSION
+  version_dir = root / "cifar10" / cifar10_archive.TFDS_VERSION
+  version_dir.mkdir(parents=True)
+  for path in real.iterdir():
+    if path.suffix in (".json", ".txt"):
+      shutil.copyfile(path, version_dir / path.name)
+    elif path.name != _TRAIN_SHARD or damage == "missing":
+      (version_dir / path.name).symlink_to(path)
+  shard = version_dir / _TRAIN_SHARD
+  if damage == "truncated":
+    with open(real / _TRAIN_SHARD, "rb") as f:
+      shard.write_bytes(f.read(real.joinpath(_TRAIN_SHARD).stat().st_size // 2))
+  elif damage == "bit flipped":
+    shutil.copyfile(real / _TRAIN_SHARD, shard)
+    with open(shard, "r+b") as f:  # A byte in the data of an early chunk.
+      f.seek(1_000_000)
+      byte = f.read(1)[0]
+      f.seek(1_000_000)
+      f.write(bytes([byte ^ 0x10]))
+  elif damage == "missing":
+    shard.unlink()
+  return version_dir
+
+
+@pytest.mark.skipif(not (REAL_DATA_DIR / "cifar10").exists(),
+                    reason=f"real CIFAR-10 not found at {REAL_DATA_DIR} (tfds-built array_record)")
+@pytest.mark.parametrize("damage", ["truncated", "bit flipped", "missing"])
+def test_a_damaged_real_copy_is_one_line_exit_1_and_nothing_written(tmp_path, damage):
+  version_dir = _damaged_real_copy(tmp_path / "data", damage)
+  cache, workdir = tmp_path / "cache", tmp_path / "w"
+
+  def state():
+    return sorted((p.name, p.is_symlink(), p.lstat().st_size, p.lstat().st_mtime_ns)
+                  for p in version_dir.iterdir())
+  before = state()
+  done = subprocess.run(
+      [sys.executable, "-m", "experiments.cifar10", *TINY_RUN, "--workdir", str(workdir),
+       "--data-dir", str(tmp_path / "data")], cwd=REPO, capture_output=True, text=True,
+      timeout=300, env=dict(os.environ, **{array_cache.CACHE_DIR_ENV: str(cache)}))
+  assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+  (line,) = [s for s in done.stderr.splitlines() if s.strip()]
+  assert line.startswith(f"error: The copy in {version_dir} cannot be read (")
+  assert line.endswith("The copy is damaged or incomplete; copy it again, or omit --data-dir "
+                       "to build CIFAR-10 from its canonical archive.")
+  assert state() == before and sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]
+  assert [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
