@@ -6,7 +6,9 @@
 ``--data-url`` or ``$MAXNORM_CIFAR10_URL``), checks its size, MD5 and SHA-256,
 decodes it, checks the arrays and keeps them in the cache
 (:mod:`.array_cache`, entry ``cifar10/archive-<sha256 prefix>``); later calls read
-them back from there, checked again.
+them back from there, checked again. When the disk is full (the archive or the
+entry cannot be written), the start decodes the archive in memory instead and
+says so in one warning line; the cache is left as it was.
 
 Why a decoded-array cache rather than a tfds-layout copy: the binary archive
 already holds raw pixels (per record one label byte, then 3,072 bytes of R, G
@@ -31,16 +33,20 @@ archive or a wrong decode fails loudly instead of training on other data.
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import errno
 import hashlib
 import http.client
+import io
 import os
 import pathlib
+import sys
 import tarfile
+import tempfile
 import time
 import urllib.request
 from collections.abc import Mapping
-from typing import NamedTuple
+from typing import BinaryIO, NamedTuple
 
 import numpy as np
 import tqdm
@@ -49,12 +55,13 @@ from experiments.cifar10 import array_cache
 
 __all__ = [
     "ARCHIVE", "ARRAYS", "ArchiveChecksum", "ArchiveError", "ArraySpec", "ChecksumError",
-    "DEFAULT_URL", "MEMBERS", "TFDS_VERSION", "URL_ENV", "cache_entry", "decode",
+    "DEFAULT_URL", "DISK_FULL", "MEMBERS", "TFDS_VERSION", "URL_ENV", "cache_entry", "decode",
     "expected_sha256", "fetch", "load", "parse_batches", "resolve_url", "stored_order", "verify",
 ]
 
 DEFAULT_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-binary.tar.gz"
 URL_ENV = "MAXNORM_CIFAR10_URL"  # A mirror of the same file, for machines behind a firewall.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT)  # The errors of a write that no retry will fix.
 
 
 class ArchiveChecksum(NamedTuple):
@@ -136,19 +143,24 @@ def _checksum_message(url: str, size: int, sha256: str) -> str:
           f"{ARCHIVE.sha256}. A mirror (--data-url or ${URL_ENV}) must serve that exact file.")
 
 
-def fetch(url: str, destination: pathlib.Path) -> None:
+def fetch(url: str, destination: pathlib.Path | BinaryIO) -> None:
   """Downloads ``url`` (any scheme urllib knows, ``file://`` included) to ``destination``
-  and checks it against :data:`ARCHIVE`.
+  (a file, or a binary file object such as :class:`io.BytesIO`) and checks it against
+  :data:`ARCHIVE`.
 
   Raises:
     ChecksumError: the file is not the canonical archive.
     ArchiveError: the download failed.
+    OSError: the disk is full (ENOSPC, EDQUOT): ``destination`` cannot be written.
   """
   md5, sha256, size = hashlib.md5(), hashlib.sha256(), 0
   try:
-    with urllib.request.urlopen(url, timeout=60) as response, open(destination, "wb") as f, \
+    with contextlib.ExitStack() as stack, \
+        urllib.request.urlopen(url, timeout=60) as response, \
         tqdm.tqdm(total=ARCHIVE.size, unit="B", unit_scale=True, desc=_FILE_NAME,
                   mininterval=1.0, leave=False) as bar:
+      f = (stack.enter_context(open(destination, "wb"))
+           if isinstance(destination, pathlib.Path) else destination)
       while chunk := response.read(_CHUNK):
         size += len(chunk)
         if size > ARCHIVE.size:  # Not the archive; do not fill the disk with it.
@@ -158,6 +170,8 @@ def fetch(url: str, destination: pathlib.Path) -> None:
         f.write(chunk)
         bar.update(len(chunk))
   except (OSError, ValueError, http.client.HTTPException) as e:  # ValueError: a bad URL.
+    if isinstance(e, OSError) and e.errno in DISK_FULL:
+      raise  # Not the download's fault: the caller decodes in memory instead.
     reason = getattr(e, "reason", None) or e
     raise ArchiveError(
         f"could not download {url}: {reason}. Check the network, or fetch {_FILE_NAME} "
@@ -203,10 +217,13 @@ def stored_order(split: str, num_examples: int, scratch: pathlib.Path) -> np.nda
   return np.array([int.from_bytes(data, "little") for _, data in shuffler], np.int64)
 
 
-def decode(archive: pathlib.Path, scratch: pathlib.Path) -> dict[str, np.ndarray]:
-  """The arrays of :data:`ARRAYS`, decoded from the archive and put in tfds's order.
+def decode(archive: pathlib.Path | BinaryIO, scratch: pathlib.Path) -> dict[str, np.ndarray]:
+  """The arrays of :data:`ARRAYS`, decoded from the archive (a file, or a binary file
+  object) and put in tfds's order.
 
-  Reads the batch files straight out of the tar (nothing is extracted to disk).
+  Reads the batch files straight out of the tar (nothing is extracted to disk; the
+  ordering's shuffler writes to ``scratch`` only beyond 1 GB, which CIFAR-10's keys never
+  reach).
 
   Raises:
     ArchiveError: a member is missing or unreadable, or the arrays differ from
@@ -214,20 +231,22 @@ def decode(archive: pathlib.Path, scratch: pathlib.Path) -> dict[str, np.ndarray
   """
   wanted = {name for members in MEMBERS.values() for name in members}
   blobs: dict[str, bytes] = {}
+  name = archive.name if isinstance(archive, pathlib.Path) else _FILE_NAME
   try:
-    with tarfile.open(archive, "r:gz") as tar:
+    with (tarfile.open(archive, "r:gz") if isinstance(archive, pathlib.Path)
+          else tarfile.open(fileobj=archive, mode="r:gz")) as tar:
       for member in tar:  # One pass: a gzip stream cannot seek back cheaply.
         if member.name in wanted:
           content = tar.extractfile(member) if member.isfile() else None
           if content is None:
-            raise ArchiveError(f"{member.name} in {archive.name} is not a regular file")
+            raise ArchiveError(f"{member.name} in {name} is not a regular file")
           blobs[member.name] = content.read()
   except (tarfile.TarError, EOFError, OSError) as e:
-    raise ArchiveError(f"{archive.name} cannot be read as CIFAR-10's binary archive: "
+    raise ArchiveError(f"{name} cannot be read as CIFAR-10's binary archive: "
                        f"{type(e).__name__}: {e}") from e
   missing = sorted(wanted - set(blobs))
   if missing:
-    raise ArchiveError(f"{archive.name} lacks {', '.join(missing)}")
+    raise ArchiveError(f"{name} lacks {', '.join(missing)}")
   arrays = {}
   for split, members in MEMBERS.items():
     images, labels = parse_batches([blobs.pop(name) for name in members])
@@ -273,7 +292,7 @@ def load(url: str | None = None, *, download: bool = True) -> dict[str, np.ndarr
       written to the cache then).
     ArchiveError: the archive cannot be fetched or read, or there is no built
       copy and ``download`` is False.
-    OSError: the cache directory cannot be written.
+    OSError: the cache directory cannot be written (but a full disk decodes in memory).
   """
   entry = cache_entry()
   expected = expected_sha256()
@@ -287,6 +306,26 @@ def load(url: str | None = None, *, download: bool = True) -> dict[str, np.ndarr
           f"--no-download forbids fetching it. Rerun without --no-download to fetch and build "
           f"it once, or point --data-dir at a prepared tfds copy.") from e
   url = resolve_url(url)
-  return array_cache.load_or_build(
-      entry, functools.partial(_build, url), expected=expected,
-      about={"source": url, "archive_sha256": ARCHIVE.sha256})
+  built: dict[str, np.ndarray] = {}
+
+  def build(scratch: pathlib.Path) -> dict[str, np.ndarray]:
+    built.update(_build(url, scratch))
+    return built
+  try:
+    return array_cache.load_or_build(
+        entry, build, expected=expected,
+        about={"source": url, "archive_sha256": ARCHIVE.sha256})
+  except OSError as e:
+    if e.errno not in DISK_FULL:
+      raise
+    print(f"warning: the cache entry {entry} cannot be written ({e.strerror or e}), so this "
+          f"start decodes CIFAR-10 in memory.", file=sys.stderr, flush=True)
+    return built or _build_in_memory(url)
+
+
+def _build_in_memory(url: str) -> dict[str, np.ndarray]:
+  """The arrays, fetched and decoded without writing anything to disk."""
+  archive = io.BytesIO()
+  fetch(url, archive)
+  archive.seek(0)
+  return decode(archive, pathlib.Path(tempfile.gettempdir()))  # Never written: see decode.

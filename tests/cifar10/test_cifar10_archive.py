@@ -5,6 +5,7 @@ conftest.py), served from ``file://`` URLs; the real archive's checksums are
 only patched for the test, never weakened in the code.
 """
 
+import errno
 import json
 import os
 import pathlib
@@ -227,3 +228,48 @@ def test_an_existing_entry_must_also_match_the_expected_checksums(fake_cifar10, 
   (entry / "manifest.json").write_text(json.dumps(manifest))
   _assert_arrays_equal(cifar10_archive.load(), fake_cifar10.stored)
   assert "rebuilding" in capsys.readouterr().err
+
+
+def _no_space(*args, **kwargs):
+  raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+
+def _write_of_the_archive_fails(path, mode="r", *args, **kwargs):
+  if "w" in mode:
+    _no_space()
+  return open(path, mode, *args, **kwargs)
+
+
+@pytest.mark.parametrize("where, target, replacement, fetches", [
+    ("the entry", (array_cache.np, "save"), _no_space, ["PosixPath"]),  # Decoded, not saved.
+    ("the staging folder", (array_cache.tempfile, "mkdtemp"), _no_space, ["BytesIO"]),
+    ("the download", (cifar10_archive, "open"), _write_of_the_archive_fails,
+     ["PosixPath", "BytesIO"]),
+])
+def test_a_full_disk_while_building_decodes_in_memory_and_leaves_the_cache(
+    fake_cifar10, monkeypatch, capsys, where, target, replacement, fetches):
+  fetched = []
+  fetch = cifar10_archive.fetch
+
+  def counted(url, destination):
+    fetched.append(type(destination).__name__)
+    return fetch(url, destination)
+  with monkeypatch.context() as patch:
+    patch.setattr(*target, replacement, raising=False)
+    patch.setattr(cifar10_archive, "fetch", counted)
+    _assert_arrays_equal(cifar10_archive.load(), fake_cifar10.stored)
+  assert fetched == fetches  # Fetched into the scratch folder, else into memory.
+  (line,) = [s for s in capsys.readouterr().err.splitlines() if "warning" in s]
+  assert line == (f"warning: the cache entry {cifar10_archive.cache_entry()} cannot be written "
+                  f"(No space left on device), so this start decodes CIFAR-10 in memory.")
+  assert _entries(fake_cifar10.cache) == []  # Nothing left behind; a later start builds it.
+  _assert_arrays_equal(cifar10_archive.load(), fake_cifar10.stored)
+  assert _entries(fake_cifar10.cache) == [cifar10_archive.cache_entry().name]
+
+
+def test_other_write_errors_of_the_cache_are_still_raised(fake_cifar10, monkeypatch):
+  def denied(*args, **kwargs):
+    raise PermissionError(errno.EACCES, os.strerror(errno.EACCES))
+  monkeypatch.setattr(array_cache.tempfile, "mkdtemp", denied)
+  with pytest.raises(PermissionError):
+    cifar10_archive.load()

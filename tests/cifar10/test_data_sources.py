@@ -385,3 +385,16 @@ def test_a_damaged_real_copy_is_one_line_exit_1_and_nothing_written(tmp_path, da
                        "to build CIFAR-10 from its canonical archive.")
   assert state() == before and sorted(p.name for p in tmp_path.iterdir()) == ["cache", "data"]
   assert [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".lock"] == []
+
+
+def test_the_command_trains_from_the_archive_on_a_full_disk(fake_cifar10, tmp_path, monkeypatch,
+                                                            capsys):
+  def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+  monkeypatch.setattr(array_cache.np, "save", no_space)  # The cache entry cannot be written.
+  assert main([*TINY_RUN, "--workdir", str(tmp_path / "w")]) == 0
+  err = capsys.readouterr().err
+  assert "so this start decodes CIFAR-10 in memory" in err and "Traceback" not in err
+  assert json.loads((tmp_path / "w" / "summary.json").read_text())["steps"] == 2
+  group = fake_cifar10.cache / "cifar10"
+  assert [p.name for p in group.iterdir() if not p.name.endswith(".lock")] == []
