@@ -153,5 +153,25 @@ def load_result(spec: RunSpec, workdir: pathlib.Path) -> RunResult:
     RecordsError: a file of the run is damaged ("FILE, line N: what is wrong").
   """
   summary = records.read_summary(workdir)
+  if summary is not None:
+    _check_summary(workdir / records.SUMMARY, summary)
   return RunResult(spec, workdir, summary, records.read_metrics(workdir),
                    records.read_steps(workdir), read_host(workdir))
+
+
+# The summary fields the experiments read: a number (or null: a diverged run has no
+# accuracy); test accuracy must be there.
+_NUMBERS = ("test_accuracy", "test_loss", "val_accuracy", "val_loss", "total_seconds",
+            "diverged_at_step")
+
+
+def _check_summary(path: pathlib.Path, summary: dict[str, Any]) -> None:
+  """Raises RecordsError ("FILE: what is wrong") for a summary the tables would misread."""
+  if "test_accuracy" not in summary:
+    raise records.RecordsError(f"{path}: 'test_accuracy' is missing")
+  for key in _NUMBERS:
+    value = summary.get(key)
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+      raise records.RecordsError(f"{path}: {key!r} is {value!r}, not a number")
+  if not isinstance(summary.get("diverged", False), bool):
+    raise records.RecordsError(f"{path}: 'diverged' is {summary['diverged']!r}, not true or false")

@@ -115,6 +115,12 @@ _DAMAGED_RECORDS = {  # name -> (file, damage, what the line says)
     "host a directory": ("host.json", None, "host.json: is a directory"),
     "steps garbage line": ("steps.jsonl", b'{"step": 1}\n{"step": \n',
                            "steps.jsonl, line 2: not a JSON object"),
+    "summary without test_accuracy": ("summary.json", b'{"test_loss": 1.9}',
+                                      "summary.json: 'test_accuracy' is missing"),
+    "summary text accuracy": ("summary.json", b'{"test_accuracy": "0.46"}',
+                              "summary.json: 'test_accuracy' is '0.46', not a number"),
+    "summary null diverged": ("summary.json", b'{"test_accuracy": 0.46, "diverged": null}',
+                              "summary.json: 'diverged' is None, not true or false"),
 }
 
 
