@@ -1,0 +1,141 @@
+"""mnj.nnx.max_norm: every Param's neurons read from the NNX module that owns it."""
+
+import re
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+import maxnorm_jax as mnj
+
+nnx = pytest.importorskip("flax.nnx")
+pytestmark = pytest.mark.uses_optax_optimizers
+
+
+def _step(model, mask=None):
+  """One nnx.jit step of sgd(big lr) then mnj.nnx.max_norm(model, 1.0): every neuron overshoots."""
+  tx = optax.chain(optax.sgd(100.0), mnj.nnx.max_norm(model, 1.0, mask=mask))
+  optimizer = nnx.Optimizer(model, tx, wrt=nnx.Param)
+  state = nnx.state(model, nnx.Param)
+  keys = iter(jax.random.split(jax.random.key(3), len(jax.tree.leaves(state))))
+  grads = jax.tree.map(lambda p: jax.random.normal(next(keys), p.shape, p.dtype), state)
+  nnx.jit(lambda opt, m, g: opt.update(m, g))(optimizer, model, grads)
+  return tx
+
+
+def _plan(tx, model):
+  """describe's rows by path: (shape, neuron axes, reduced axes)."""
+  lines = str(mnj.describe(tx, nnx.state(model, nnx.Param))).splitlines()[1:]
+  rows = [re.split(r"\s{2,}", line.strip()) for line in lines]
+  return {row[1]: tuple(row[2:5]) for row in rows}
+
+
+def _assert_at_bound(kernel, reduce):
+  """Every TRUE neuron (norm over ``reduce``) ends within 1 and at it (all overshot)."""
+  norms = np.sqrt(np.sum(np.square(np.asarray(kernel, np.float64)), axis=reduce))
+  assert norms.max() <= 1.0 + 1e-6
+  np.testing.assert_allclose(norms, 1.0, rtol=1e-5)
+
+
+def test_linear():
+  model = nnx.Linear(8, 6, rngs=nnx.Rngs(0))
+  _step(model)
+  _assert_at_bound(model.kernel[...], (0,))
+  assert np.abs(model.bias[...]).max() > 1.0  # the bias is not selected
+
+
+def test_linear_general_reduces_over_its_input_axes():
+  model = nnx.LinearGeneral((4, 3), (5, 2), axis=(-2, -1), rngs=nnx.Rngs(0))
+  assert model.kernel.shape == (4, 3, 5, 2)
+  _step(model)
+  _assert_at_bound(model.kernel[...], (0, 1))
+
+
+def test_multi_head_attention_per_head_and_dim():
+  model = nnx.MultiHeadAttention(num_heads=4, in_features=16, qkv_features=32, decode=False,
+                                 rngs=nnx.Rngs(0))
+  tx = _step(model)
+  for name in ("query", "key", "value"):
+    kernel = getattr(model, name).kernel[...]
+    assert kernel.shape == (16, 4, 8)
+    _assert_at_bound(kernel, (0,))
+  _assert_at_bound(model.out.kernel[...], (0, 1))
+  plan = _plan(tx, model)
+  assert plan["query/kernel"] == ("(16, 4, 8)", "1, 2", "0")
+  assert plan["out/kernel"] == ("(4, 8, 16)", "2", "0, 1")
+
+
+def test_einsum_from_its_equation():
+  model = nnx.Einsum("btd,dhk->bthk", (8, 2, 4), rngs=nnx.Rngs(0))
+  _step(model)
+  _assert_at_bound(model.kernel[...], (0,))
+
+
+def test_einsum_that_cannot_be_read_is_refused():
+  model = nnx.Einsum("...d,dk->...k", (8, 4), rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match=r"'kernel'.*Einsum.*equation.*mask="):
+    mnj.nnx.max_norm(model, 1.0)
+
+
+def test_conv():
+  model = nnx.Conv(3, 5, (3, 3), rngs=nnx.Rngs(0))
+  _step(model)
+  _assert_at_bound(model.kernel[...], (0, 1, 2))
+
+
+@pytest.mark.parametrize("transpose_kernel", [False, True])
+def test_conv_transpose(transpose_kernel):
+  model = nnx.ConvTranspose(3, 5, (3, 3), transpose_kernel=transpose_kernel, rngs=nnx.Rngs(0))
+  _step(model)
+  # Flax's kernel: (*window, in, out), or (*window, out, in) with transpose_kernel.
+  _assert_at_bound(model.kernel[...], (0, 1, 3) if transpose_kernel else (0, 1, 2))
+
+
+def test_embed_by_rows_only_when_opted_in():
+  model = nnx.Embed(20, 6, rngs=nnx.Rngs(0))
+  with pytest.raises(ValueError, match="selects no Param"):
+    mnj.nnx.max_norm(model, 1.0)  # embeddings are opt-in
+  tx = _step(model, mask=mnj.paths_matching("embedding"))
+  _assert_at_bound(model.embedding[...], (1,))
+  assert _plan(tx, model) == {"embedding": ("(20, 6)", "0", "1")}
+
+
+def test_vmap_stack_per_layer():
+  stack = nnx.vmap(lambda rngs: nnx.Linear(8, 8, rngs=rngs), in_axes=0, out_axes=0)(
+      nnx.Rngs(0).split(4))
+  assert stack.kernel.shape == (4, 8, 8)
+  tx = _step(stack)
+  _assert_at_bound(stack.kernel[...], (1,))
+  assert _plan(tx, stack) == {"kernel": ("(4, 8, 8)", "0, 2", "1")}
+
+
+def test_vmap_stacked_attention_per_layer():
+  @nnx.split_rngs(splits=2)
+  @nnx.vmap(in_axes=0, out_axes=0)
+  def make(rngs):
+    return nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                  rngs=rngs)
+
+  model = make(nnx.Rngs(0))
+  assert model.query.kernel.shape == (2, 8, 2, 4)
+  _step(model)
+  _assert_at_bound(model.query.kernel[...], (1,))
+  _assert_at_bound(model.out.kernel[...], (1, 2))
+
+
+class Custom(nnx.Module):
+  def __init__(self, rngs):
+    self.w = nnx.Param(jnp.ones((4, 4)))
+    self.dense = nnx.Linear(4, 4, rngs=rngs)
+
+
+def test_unknown_module_selected_by_the_mask_is_refused():
+  model = Custom(nnx.Rngs(0))
+  _step(model)  # by default, only the Linear's kernel
+  _assert_at_bound(model.dense.kernel[...], (0,))
+  with pytest.raises(ValueError, match=r"'w'.*Custom.*mask=.*neuron_axis="):
+    mnj.nnx.max_norm(model, 1.0, mask=mnj.paths_matching("w$", "kernel$"))
+  with pytest.raises(ValueError, match=r"'dense/bias'.*Linear"):
+    mnj.nnx.max_norm(model, 1.0, mask=lambda p: jax.tree.map(lambda _: True, p))
