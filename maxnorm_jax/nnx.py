@@ -68,7 +68,9 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
 
   Bounds may differ from one parameter to the next: all ``max_norm``
   declarations become one :func:`maxnorm_jax.max_norm` with a per-leaf bound.
-  Neurons are on the last axis, NNX's layout for ``Linear`` and ``Conv``. The
+  Neurons are read from the declaring layer as in :func:`max_norm` (so a layer
+  later stacked by ``nnx.vmap`` or ``nnx.scan`` is bounded per layer), and
+  are on the last axis for a layer without a known layout. The
   transformation selects leaves by path, so it works on what ``nnx.Optimizer``
   passes it and on ``nnx.split`` / ``nnx.to_pure_dict`` states alike. When a
   model declares one kind of constraint, the result is that transformation
@@ -137,17 +139,20 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
         (unit_norms if key == "unit_norm" else non_negs).add(name)
       elif value is not False:
         raise ValueError(f"{owner}: '{name}' declares {key}={value!r}; give {KEYS[key]}.")
+  neuron_axis = _declared_layouts(model, state)
   parts = []
   if non_negs:
     parts.append(_constraints.non_neg(mask=_paths_in(non_negs)))
   if max_norms:
-    parts.append(_constraints.max_norm(_lookup(max_norms), mask=_paths_in(set(max_norms))))
+    parts.append(_constraints.max_norm(_lookup(max_norms), neuron_axis=neuron_axis,
+                                       mask=_paths_in(set(max_norms))))
   for rate, bounds in min_max_norms.items():
     parts.append(_constraints.min_max_norm(
         _lookup({k: lo for k, (lo, _) in bounds.items()}),
-        _lookup({k: hi for k, (_, hi) in bounds.items()}), rate, mask=_paths_in(set(bounds))))
+        _lookup({k: hi for k, (_, hi) in bounds.items()}), rate, neuron_axis=neuron_axis,
+        mask=_paths_in(set(bounds))))
   if unit_norms:
-    parts.append(_constraints.unit_norm(mask=_paths_in(unit_norms)))
+    parts.append(_constraints.unit_norm(neuron_axis=neuron_axis, mask=_paths_in(unit_norms)))
   if not parts:
     raise ValueError(
         f"{owner}: no {getattr(wrt, '__name__', wrt)} of the model declares a constraint. "
@@ -240,6 +245,19 @@ def _neuron_axes(name: str, shape: tuple[int, ...], module: Any, field: str,
         f"{caller}: '{name}' of a {cls} has shape {shape}, of rank below the {rank} the "
         "layer makes; its layout cannot be read.")
   return tuple(range(stack)) + tuple(stack + a for a in neurons)
+
+
+def _declared_layouts(model: Any, state: Any) -> Callable[[str, Any], Any]:
+  """Per-leaf neuron axes for :func:`constraints_from`: the owner's, or None (the default)."""
+  owners = _owners(model)
+  layouts: dict[str, tuple[int, ...] | None] = {}
+  for leaf in _tree.flatten(state)[0]:
+    module, field = owners.get(leaf.name, (None, ""))
+    own = _own_layout(module, field)
+    if own is not None and not isinstance(own, str) and np.ndim(leaf.value) >= own[0]:
+      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)), module,
+                                        field, "constraints_from")
+  return lambda path, leaf: layouts.get(path)
 
 
 def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None

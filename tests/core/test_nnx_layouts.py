@@ -139,3 +139,18 @@ def test_unknown_module_selected_by_the_mask_is_refused():
     mnj.nnx.max_norm(model, 1.0, mask=mnj.paths_matching("w$", "kernel$"))
   with pytest.raises(ValueError, match=r"'dense/bias'.*Linear"):
     mnj.nnx.max_norm(model, 1.0, mask=lambda p: jax.tree.map(lambda _: True, p))
+
+
+def test_constraints_from_a_declaring_layer_stacked_by_vmap():
+  stack = nnx.vmap(
+      lambda rngs: nnx.Linear(4, 8, kernel_metadata={"max_norm": 0.5}, rngs=rngs),
+      in_axes=0, out_axes=0)(nnx.Rngs(0).split(3))
+  assert stack.kernel.shape == (3, 4, 8)
+  tx = optax.chain(optax.sgd(100.0), mnj.nnx.constraints_from(stack))
+  optimizer = nnx.Optimizer(stack, tx, wrt=nnx.Param)
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(1), p.shape, p.dtype),
+                       nnx.state(stack, nnx.Param))
+  nnx.jit(lambda opt, m, g: opt.update(m, g))(optimizer, stack, grads)
+  norms = np.sqrt(np.sum(np.square(np.asarray(stack.kernel[...], np.float64)), axis=1))
+  np.testing.assert_allclose(norms, 0.5, rtol=1e-5)  # per layer and output, not jointly
+  assert _plan(tx, stack) == {"kernel": ("(3, 4, 8)", "0, 2", "1")}
