@@ -187,31 +187,32 @@ def _einsum_neurons(module: Any) -> tuple[int, ...] | str:
   return neurons
 
 
-def _own_layout(module: Any, field: str) -> tuple[int, tuple[int, ...]] | str | None:
-  """``(rank, neuron axes)`` of ``module.<field>`` as the layer makes it, unstacked.
+def _own_layout(module: Any, field: str
+                ) -> tuple[tuple[int, ...], tuple[int, ...]] | str | None:
+  """``(shape, neuron axes)`` of ``module.<field>`` as the layer makes it, unstacked.
 
   None when the layer has no known layout for that field; a str says why an
   ``nnx.Einsum`` is refused.
   """
   if isinstance(module, nnx.Embed) and field == "embedding":
-    return 2, (0,)  # (vocab, features): one neuron per row
+    return (module.num_embeddings, module.features), (0,)  # one neuron per row
   if field != "kernel":
     return None
   if isinstance(module, nnx.LinearGeneral):
+    shape = (*module.batch_axis.values(), *module.in_features, *module.out_features)
     batch, ins = len(module.batch_axis), len(module.in_features)
-    rank = batch + ins + len(module.out_features)
-    return rank, tuple(range(batch)) + tuple(range(batch + ins, rank))
+    return shape, tuple(range(batch)) + tuple(range(batch + ins, len(shape)))
   if isinstance(module, nnx.Linear):
-    return 2, (1,)  # (in, out)
+    return (module.in_features, module.out_features), (1,)
   if isinstance(module, nnx.Einsum):
     neurons = _einsum_neurons(module)
-    return neurons if isinstance(neurons, str) else (len(module.kernel_shape), neurons)
+    return neurons if isinstance(neurons, str) else (tuple(module.kernel_shape), neurons)
   if isinstance(module, nnx.ConvTranspose):
     rank = len(module.kernel_shape)  # (*window, in, out), or (*window, out, in) transposed
-    return rank, (rank - 2,) if module.transpose_kernel else (rank - 1,)
+    return tuple(module.kernel_shape), (rank - 2,) if module.transpose_kernel else (rank - 1,)
   if isinstance(module, nnx.Conv):
     rank = len(module.kernel_shape)  # (*window, in // groups, out)
-    return rank, (rank - 1,)
+    return tuple(module.kernel_shape), (rank - 1,)
   return None
 
 
@@ -238,12 +239,14 @@ def _neuron_axes(name: str, shape: tuple[int, ...], module: Any, field: str,
         f"{', nnx.'.join(KERNEL_LAYERS)} kernels and nnx.Embed rows). Leave it out with "
         "mask=, or constrain it with mnj.max_norm(..., neuron_axis=...) where its neurons "
         "are said per leaf.")
-  rank, neurons = own
-  stack = len(shape) - rank
-  if stack < 0:
+  own_shape, neurons = own
+  stack = len(shape) - len(own_shape)
+  if stack < 0 or tuple(shape[stack:]) != tuple(own_shape):
     raise ValueError(
-        f"{caller}: '{name}' of a {cls} has shape {shape}, of rank below the {rank} the "
-        "layer makes; its layout cannot be read.")
+        f"{caller}: '{name}' of a {cls} has shape {shape}, which does not end in the "
+        f"{tuple(own_shape)} the layer makes: its layout cannot be read. The axes of a "
+        "stack must lead (nnx.vmap or nnx.scan with out_axes=0); otherwise constrain it "
+        "with mnj.max_norm(..., neuron_axis=...).")
   return tuple(range(stack)) + tuple(stack + a for a in neurons)
 
 
@@ -254,9 +257,10 @@ def _declared_layouts(model: Any, state: Any) -> Callable[[str, Any], Any]:
   for leaf in _tree.flatten(state)[0]:
     module, field = owners.get(leaf.name, (None, ""))
     own = _own_layout(module, field)
-    if own is not None and not isinstance(own, str) and np.ndim(leaf.value) >= own[0]:
-      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)), module,
-                                        field, "constraints_from")
+    shape = tuple(np.shape(leaf.value))
+    if (own is not None and not isinstance(own, str) and len(shape) >= len(own[0])
+        and shape[len(shape) - len(own[0]):] == tuple(own[0])):
+      layouts[leaf.name] = _neuron_axes(leaf.name, shape, module, field, "constraints_from")
   return lambda path, leaf: layouts.get(path)
 
 
@@ -274,7 +278,8 @@ def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
   does not carry to the output; ``nnx.Embed`` tables by row (one embedding
   vector). A layer stacked by ``nnx.vmap`` or ``nnx.scan`` holds leading
   axes beyond the layer's own rank: they index layers and are never reduced
-  over. The layouts are read when this is called, from ``model``.
+  over; a Param whose shape does not end in the one its layer makes is
+  refused. The layouts are read when this is called, from ``model``.
 
   Args:
     model: an NNX module; the transformation is for ``nnx.state(model,

@@ -154,3 +154,11 @@ def test_constraints_from_a_declaring_layer_stacked_by_vmap():
   norms = np.sqrt(np.sum(np.square(np.asarray(stack.kernel[...], np.float64)), axis=1))
   np.testing.assert_allclose(norms, 0.5, rtol=1e-5)  # per layer and output, not jointly
   assert _plan(tx, stack) == {"kernel": ("(3, 4, 8)", "0, 2", "1")}
+
+
+def test_stack_axis_that_does_not_lead_is_refused():
+  stack = nnx.vmap(lambda rngs: nnx.Linear(8, 6, rngs=rngs), in_axes=0, out_axes=1)(
+      nnx.Rngs(0).split(3))
+  assert stack.kernel.shape == (8, 3, 6)
+  with pytest.raises(ValueError, match=r"'kernel'.*\(8, 3, 6\).*\(8, 6\).*out_axes=0"):
+    mnj.nnx.max_norm(stack, 1.0)
