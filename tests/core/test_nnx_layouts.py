@@ -162,3 +162,27 @@ def test_stack_axis_that_does_not_lead_is_refused():
   assert stack.kernel.shape == (8, 3, 6)
   with pytest.raises(ValueError, match=r"'kernel'.*\(8, 3, 6\).*\(8, 6\).*out_axes=0"):
     mnj.nnx.max_norm(stack, 1.0)
+
+
+def test_per_leaf_bound_inside_multisteps_under_jax_jit():
+  model = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                 rngs=nnx.Rngs(0))
+  bound = lambda path, leaf: 0.5 if path.startswith("out") else 2.0  # noqa: E731
+  tx = optax.MultiSteps(optax.chain(optax.sgd(100.0), mnj.nnx.max_norm(model, bound)), 2)
+  graphdef, params = nnx.split(model, nnx.Param)
+  state = tx.init(params)
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(2), p.shape, p.dtype), params)
+
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  for _ in range(2):
+    params, state = step(params, state)
+  model = nnx.merge(graphdef, params)
+  for name in ("query", "key", "value"):
+    norms = np.linalg.norm(np.asarray(getattr(model, name).kernel[...]), axis=0)
+    np.testing.assert_allclose(norms, 2.0, rtol=1e-5)
+  np.testing.assert_allclose(
+      np.sqrt(np.sum(np.square(np.asarray(model.out.kernel[...])), axis=(0, 1))), 0.5, rtol=1e-5)
