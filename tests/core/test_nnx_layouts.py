@@ -186,3 +186,30 @@ def test_per_leaf_bound_inside_multisteps_under_jax_jit():
     np.testing.assert_allclose(norms, 2.0, rtol=1e-5)
   np.testing.assert_allclose(
       np.sqrt(np.sum(np.square(np.asarray(model.out.kernel[...])), axis=(0, 1))), 0.5, rtol=1e-5)
+
+
+def test_stack_sharded_over_the_reduced_axis_agrees_with_unsharded():
+  if jax.device_count() < 8:
+    pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
+  from jax.sharding import Mesh, NamedSharding
+  from jax.sharding import PartitionSpec as P
+
+  stack = nnx.vmap(lambda rngs: nnx.Linear(8, 16, rngs=rngs), in_axes=0, out_axes=0)(
+      nnx.Rngs(0).split(2))
+  tx = optax.chain(optax.sgd(100.0), mnj.nnx.max_norm(stack, 1.0))
+  params = nnx.to_pure_dict(nnx.state(stack, nnx.Param))
+  grads = jax.tree.map(lambda p: jax.random.normal(jax.random.key(4), p.shape, p.dtype), params)
+
+  @jax.jit
+  def step(params):
+    updates, _ = tx.update(grads, tx.init(params), params)
+    return optax.apply_updates(params, updates)
+
+  expected = step(params)
+  mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+  sharded = dict(params, kernel=jax.device_put(params["kernel"],
+                                               NamedSharding(mesh, P(None, "data", None))))
+  got = step(sharded)
+  assert got["kernel"].sharding.spec == P(None, "data")
+  np.testing.assert_allclose(got["kernel"], expected["kernel"], rtol=1e-5, atol=1e-6)
+  _assert_at_bound(got["kernel"], (1,))
