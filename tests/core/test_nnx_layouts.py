@@ -213,3 +213,15 @@ def test_stack_sharded_over_the_reduced_axis_agrees_with_unsharded():
   assert got["kernel"].sharding.spec == P(None, "data")
   np.testing.assert_allclose(got["kernel"], expected["kernel"], rtol=1e-5, atol=1e-6)
   _assert_at_bound(got["kernel"], (1,))
+
+
+def test_scan_stack_per_layer():
+  @nnx.split_rngs(splits=3)
+  @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=(nnx.Carry, 0))
+  def make(carry, rngs):
+    return carry, nnx.Linear(8, 6, rngs=rngs)
+
+  _, stack = make(jnp.zeros(()), nnx.Rngs(0))
+  assert stack.kernel.shape == (3, 8, 6)
+  _step(stack)
+  _assert_at_bound(stack.kernel[...], (1,))
