@@ -163,7 +163,7 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
 
 # ------------------------------------------------------------- layouts from modules
 
-#: The layers whose layout :func:`max_norm` reads, and the field it constrains.
+#: The NNX layers whose kernels :func:`max_norm` constrains by default (their layouts are known).
 KERNEL_LAYERS = ("Linear", "LinearGeneral", "Einsum", "Conv", "ConvTranspose")
 
 
