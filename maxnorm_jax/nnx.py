@@ -21,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 
 import jax
+import numpy as np
 import optax
 
 try:
@@ -30,7 +31,7 @@ except ModuleNotFoundError as error:
       "maxnorm_jax.nnx needs Flax NNX (flax>=0.12.1), which is not installed; "
       "install it with: pip install 'maxnorm-jax[nnx]'", name=error.name) from error
 
-from maxnorm_jax import _constraints
+from maxnorm_jax import _constraints, _tree
 from maxnorm_jax._tree import PyTree, path_to_str
 
 #: The metadata keys read by :func:`constraints_from`, and what each takes.
@@ -67,7 +68,9 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
 
   Bounds may differ from one parameter to the next: all ``max_norm``
   declarations become one :func:`maxnorm_jax.max_norm` with a per-leaf bound.
-  Neurons are on the last axis, NNX's layout for ``Linear`` and ``Conv``. The
+  Neurons are read from the declaring layer as in :func:`max_norm` (so a layer
+  later stacked by ``nnx.vmap`` or ``nnx.scan`` is bounded per layer), and
+  are on the last axis for a layer without a known layout. The
   transformation selects leaves by path, so it works on what ``nnx.Optimizer``
   passes it and on ``nnx.split`` / ``nnx.to_pure_dict`` states alike. When a
   model declares one kind of constraint, the result is that transformation
@@ -136,20 +139,202 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
         (unit_norms if key == "unit_norm" else non_negs).add(name)
       elif value is not False:
         raise ValueError(f"{owner}: '{name}' declares {key}={value!r}; give {KEYS[key]}.")
+  neuron_axis = _declared_layouts(model, state)
   parts = []
   if non_negs:
     parts.append(_constraints.non_neg(mask=_paths_in(non_negs)))
   if max_norms:
-    parts.append(_constraints.max_norm(_lookup(max_norms), mask=_paths_in(set(max_norms))))
+    parts.append(_constraints.max_norm(_lookup(max_norms), neuron_axis=neuron_axis,
+                                       mask=_paths_in(set(max_norms))))
   for rate, bounds in min_max_norms.items():
     parts.append(_constraints.min_max_norm(
         _lookup({k: lo for k, (lo, _) in bounds.items()}),
-        _lookup({k: hi for k, (_, hi) in bounds.items()}), rate, mask=_paths_in(set(bounds))))
+        _lookup({k: hi for k, (_, hi) in bounds.items()}), rate, neuron_axis=neuron_axis,
+        mask=_paths_in(set(bounds))))
   if unit_norms:
-    parts.append(_constraints.unit_norm(mask=_paths_in(unit_norms)))
+    parts.append(_constraints.unit_norm(neuron_axis=neuron_axis, mask=_paths_in(unit_norms)))
   if not parts:
     raise ValueError(
         f"{owner}: no {getattr(wrt, '__name__', wrt)} of the model declares a constraint. "
         "Declare one in its metadata, e.g. nnx.Linear(..., kernel_metadata={'max_norm': "
         f"3.0}}); the keys are {', '.join(KEYS)}.")
   return parts[0] if len(parts) == 1 else optax.chain(*parts)
+
+
+# ------------------------------------------------------------- layouts from modules
+
+#: The NNX layers whose kernels :func:`max_norm` constrains by default (their layouts are known).
+KERNEL_LAYERS = ("Linear", "LinearGeneral", "Einsum", "Conv", "ConvTranspose")
+
+
+def _einsum_neurons(module: Any) -> tuple[int, ...] | str:
+  """The kernel axes of an ``nnx.Einsum`` that reach its output: its neurons.
+
+  Returns a reason (a str) when the equation cannot be read that way.
+  """
+  equation = str(module.einsum_str).replace(" ", "")
+  if "->" not in equation or equation.count(",") != 1 or "." in equation:
+    return (f"its equation {module.einsum_str!r} is not 'inputs,kernel->output' with "
+            "explicit letters")
+  operands, output = equation.split("->")
+  kernel = operands.split(",")[1]
+  if len(set(kernel)) != len(kernel) or len(kernel) != len(module.kernel_shape):
+    return f"the kernel's letters in {module.einsum_str!r} do not index its axes one by one"
+  neurons = tuple(i for i, letter in enumerate(kernel) if letter in output)
+  if not neurons or len(neurons) == len(kernel):
+    return (f"in {module.einsum_str!r} the kernel has no axis reduced over, or none "
+            "that reaches the output")
+  return neurons
+
+
+def _own_layout(module: Any, field: str
+                ) -> tuple[tuple[int, ...], tuple[int, ...]] | str | None:
+  """``(shape, neuron axes)`` of ``module.<field>`` as the layer makes it, unstacked.
+
+  None when the layer has no known layout for that field; a str says why an
+  ``nnx.Einsum`` is refused.
+  """
+  if isinstance(module, nnx.Embed) and field == "embedding":
+    return (module.num_embeddings, module.features), (0,)  # one neuron per row
+  if field != "kernel":
+    return None
+  if isinstance(module, nnx.LinearGeneral):
+    shape = (*module.batch_axis.values(), *module.in_features, *module.out_features)
+    batch, ins = len(module.batch_axis), len(module.in_features)
+    return shape, tuple(range(batch)) + tuple(range(batch + ins, len(shape)))
+  if isinstance(module, nnx.Linear):
+    return (module.in_features, module.out_features), (1,)
+  if isinstance(module, nnx.Einsum):
+    neurons = _einsum_neurons(module)
+    return neurons if isinstance(neurons, str) else (tuple(module.kernel_shape), neurons)
+  if isinstance(module, nnx.ConvTranspose):
+    rank = len(module.kernel_shape)  # (*window, in, out), or (*window, out, in) transposed
+    return tuple(module.kernel_shape), (rank - 2,) if module.transpose_kernel else (rank - 1,)
+  if isinstance(module, nnx.Conv):
+    rank = len(module.kernel_shape)  # (*window, in // groups, out)
+    return tuple(module.kernel_shape), (rank - 1,)
+  return None
+
+
+def _owners(model: Any) -> dict[str, tuple[Any, str]]:
+  """Each Param's path (as :func:`maxnorm_jax.path_to_str` writes it): its module and field."""
+  nodes = dict(nnx.graph.iter_graph(model))
+  owners = {}
+  for path, node in nodes.items():
+    if isinstance(node, nnx.Param) and path:
+      owners["/".join(str(k) for k in path)] = (nodes.get(tuple(path[:-1])), str(path[-1]))
+  return owners
+
+
+def _neuron_axes(name: str, shape: tuple[int, ...], module: Any, field: str,
+                 caller: str) -> tuple[int, ...]:
+  """The neuron axes of a Param of ``shape``: the layer's own, after its stack axes."""
+  own = _own_layout(module, field)
+  cls = type(module).__name__
+  if own is None or isinstance(own, str):
+    why = f"{own}, so it" if isinstance(own, str) else "it"
+    raise ValueError(
+        f"{caller}: the mask selects '{name}' of shape {shape}, the '{field}' of a {cls}, "
+        f"but {why} has no layout mnj.nnx.max_norm knows (it reads those of nnx."
+        f"{', nnx.'.join(KERNEL_LAYERS)} kernels and nnx.Embed rows). Leave it out with "
+        "mask=, or constrain it with mnj.max_norm(..., neuron_axis=...) where its neurons "
+        "are said per leaf.")
+  own_shape, neurons = own
+  stack = len(shape) - len(own_shape)
+  if stack < 0 or tuple(shape[stack:]) != tuple(own_shape):
+    raise ValueError(
+        f"{caller}: '{name}' of a {cls} has shape {shape}, which does not end in the "
+        f"{tuple(own_shape)} the layer makes: its layout cannot be read. The axes of a "
+        "stack must lead (nnx.vmap or nnx.scan with out_axes=0); otherwise constrain it "
+        "with mnj.max_norm(..., neuron_axis=...).")
+  return tuple(range(stack)) + tuple(stack + a for a in neurons)
+
+
+def _declared_layouts(model: Any, state: Any) -> Callable[[str, Any], Any]:
+  """Per-leaf neuron axes for :func:`constraints_from`: the owner's, or None (the default)."""
+  owners = _owners(model)
+  layouts: dict[str, tuple[int, ...] | None] = {}
+  for leaf in _tree.flatten(state)[0]:
+    module, field = owners.get(leaf.name, (None, ""))
+    own = _own_layout(module, field)
+    shape = tuple(np.shape(leaf.value))
+    if (own is not None and not isinstance(own, str) and len(shape) >= len(own[0])
+        and shape[len(shape) - len(own[0]):] == tuple(own[0])):
+      layouts[leaf.name] = _neuron_axes(leaf.name, shape, module, field, "constraints_from")
+  return lambda path, leaf: layouts.get(path)
+
+
+def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
+             ) -> optax.GradientTransformation:
+  """:func:`maxnorm_jax.max_norm` for ``nnx.state(model, nnx.Param)``, neurons read off the layers.
+
+  Each selected Param's neurons are those of the module that owns it, so no
+  ``axis`` is given: ``nnx.Linear``, ``nnx.Conv`` and ``nnx.ConvTranspose``
+  kernels by output feature; ``nnx.LinearGeneral`` kernels reduced over its
+  input axes (``axis``/``in_features``), so the query, key and value kernels
+  ``(in, heads, head_dim)`` of ``nnx.MultiHeadAttention`` have one neuron per
+  head and dimension and its output kernel ``(heads, head_dim, out)`` one per
+  output; ``nnx.Einsum`` kernels reduced over the kernel axes its equation
+  does not carry to the output; ``nnx.Embed`` tables by row (one embedding
+  vector). A layer stacked by ``nnx.vmap`` or ``nnx.scan`` holds leading
+  axes beyond the layer's own rank: they index layers and are never reduced
+  over; a Param whose shape does not end in the one its layer makes is
+  refused. The layouts are read when this is called, from ``model``.
+
+  Args:
+    model: an NNX module; the transformation is for ``nnx.state(model,
+      nnx.Param)`` (what ``nnx.Optimizer(model, tx, wrt=nnx.Param)`` passes).
+    max_value: the bound, as for :func:`maxnorm_jax.max_norm` (a number, a
+      pytree prefix of the state, or a callable ``(path, leaf) -> number``).
+    mask: the Params to constrain: by default the kernels of ``Linear``,
+      ``LinearGeneral`` (attention projections included), ``Einsum``,
+      ``Conv`` and ``ConvTranspose``; embeddings are opt-in, as in Keras and
+      PyTorch, since a bound on the rows of a table is a modelling choice. Else
+      a pytree of bools (a prefix of the state), or a callable such as
+      :func:`maxnorm_jax.paths_matching`.
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`maxnorm_jax.NormConstraintState`; put it last in the chain.
+
+  Raises:
+    ValueError: if the mask selects a Param whose module has no known layout
+      (the message names the leaf and the class), or selects nothing, or as
+      :func:`maxnorm_jax.max_norm`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> import maxnorm_jax as mnj
+    >>> attention = nnx.MultiHeadAttention(num_heads=4, in_features=32, qkv_features=64,
+    ...                                    decode=False, rngs=nnx.Rngs(0))
+    >>> tx = optax.chain(optax.sgd(1.0), mnj.nnx.max_norm(attention, 1.0))
+    >>> print(mnj.describe(tx, nnx.state(attention, nnx.Param)))
+    transformation  path                shape  neuron axes  reduced axes  neurons  bound
+    max_norm        key/kernel    (32, 4, 16)  1, 2         0                  64  1
+    max_norm        out/kernel    (4, 16, 32)  2            0, 1               32  1
+    max_norm        query/kernel  (32, 4, 16)  1, 2         0                  64  1
+    max_norm        value/kernel  (32, 4, 16)  1, 2         0                  64  1
+  """
+  caller = "mnj.nnx.max_norm"
+  params = nnx.state(model, nnx.Param)
+  owners = _owners(model)
+  leaves, _ = _tree.flatten(params)
+  if mask is None:
+    selected = []
+    for leaf in leaves:
+      module, field = owners.get(leaf.name, (None, ""))
+      selected.append(field == "kernel"
+                      and isinstance(module, tuple(getattr(nnx, c) for c in KERNEL_LAYERS)))
+  else:
+    selected = _tree._selection(params, leaves, mask, caller=caller)
+  layouts: dict[str, tuple[int, ...]] = {}
+  for leaf, chosen in zip(leaves, selected):
+    if chosen:
+      module, field = owners.get(leaf.name, (None, ""))
+      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)),
+                                        module, field, caller)
+  if not layouts:
+    raise ValueError(f"{caller}: the mask selects no Param of the model.")
+  return _constraints.max_norm(max_value, neuron_axis=lambda path, leaf: layouts[path],
+                               mask=_paths_in(set(layouts)))

@@ -64,10 +64,11 @@ def _documented():
   """Each public object with a docstring example, by its public name."""
   objects = [(name, getattr(mnj, name)) for name in mnj.__all__]
   objects.append(("maxnorm_jax", mnj))
-  try:
-    objects.append(("nnx.constraints_from", mnj.nnx.constraints_from))
-  except ModuleNotFoundError:  # no flax: its test is skipped below
-    objects.append(("nnx.constraints_from", None))
+  for name in ("constraints_from", "max_norm"):
+    try:
+      objects.append((f"nnx.{name}", getattr(mnj.nnx, name)))
+    except ModuleNotFoundError:  # no flax: its test is skipped below
+      objects.append((f"nnx.{name}", None))
   return objects
 
 
@@ -96,7 +97,7 @@ def test_api_reference_documents_every_public_name():
   api = (ROOT / "docs" / "api.md").read_text()
   documented = set(re.findall(r"^\.\. auto(?:function|class|data):: ([\w.]+)", api, re.M))
   assert set(mnj.__all__) <= documented
-  assert "maxnorm_jax.nnx.constraints_from" in documented
+  assert {"maxnorm_jax.nnx.constraints_from", "maxnorm_jax.nnx.max_norm"} <= documented
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.name != "PACKAGE.md"],
