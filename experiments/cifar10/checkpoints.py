@@ -42,6 +42,7 @@ import orbax.checkpoint as ocp
 from experiments.cifar10 import configs, distributed
 from experiments.cifar10.orbax_errors import (
   ignore_late_callbacks,
+  ignore_unretrieved_writes,
   orbax_errors_unlogged,
   short_error,
   write_failure,
@@ -118,6 +119,7 @@ class Checkpoints:
         self._manager.wait_until_finished()
         self._write_checksums(epoch)
     except Exception as e:  # Orbax raises many kinds for a failed write (ENOSPC, EFBIG, ...).
+      ignore_unretrieved_writes(self.directory)
       raise CheckpointError(
           f"The checkpoint of epoch {epoch} could not be saved in {self.directory} "
           f"({write_failure(e)}). The checkpoints before it are kept: free some space, then "

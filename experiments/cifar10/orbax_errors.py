@@ -17,7 +17,8 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
-__all__ = ["ignore_late_callbacks", "orbax_errors_unlogged", "short_error", "write_failure"]
+__all__ = ["ignore_late_callbacks", "ignore_unretrieved_writes", "orbax_errors_unlogged",
+           "short_error", "write_failure"]
 
 
 def short_error(error: BaseException, limit: int = 300) -> str:
@@ -72,3 +73,16 @@ def ignore_late_callbacks() -> None:
       previous(unraisable)
   hook.drops_late_callbacks = True  # type: ignore[attr-defined]
   sys.unraisablehook = hook
+
+
+def ignore_unretrieved_writes(directory: os.PathLike[str] | str) -> None:
+  """After a failed save, the writes into ``directory`` that failed with it end as
+  futures whose exception nobody retrieves, and asyncio logs each with its traceback when
+  it is collected, after the one-line error. Those records (only those, naming
+  ``directory``) are dropped."""
+  where = str(directory)
+
+  def keep(record: logging.LogRecord) -> bool:
+    message = record.getMessage()
+    return not ("exception was never retrieved" in message and where in message)
+  logging.getLogger("asyncio").addFilter(keep)

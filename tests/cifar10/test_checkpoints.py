@@ -4,6 +4,7 @@ that restores, deletes and rewrites nothing."""
 
 import dataclasses
 import hashlib
+import logging
 import pathlib
 import shlex
 import shutil
@@ -173,3 +174,27 @@ def test_a_save_that_did_not_finish_is_set_aside_and_the_run_resumes_before_it(
   assert _fingerprint(aside) == kept  # Set aside, not deleted.
   assert summary["resumed_from_epoch"] == 1
   assert (tmp_path / "w" / "checkpoints" / "2" / CHECKSUMS).exists()  # Epoch 2 trained again.
+
+
+def test_unretrieved_writes_of_a_failed_save_are_not_logged(caplog):
+  """After a failed save, asyncio's "exception was never retrieved" records of the writes
+  into the checkpoint directory are dropped; others are still logged."""
+  import asyncio
+  import gc
+
+  from experiments.cifar10.orbax_errors import ignore_unretrieved_writes
+
+  directory = "/nonexistent/w/checkpoints"
+
+  async def fail_two():
+    loop = asyncio.get_running_loop()
+    loop.create_future().set_exception(ValueError(f"Error writing {directory}/1/state"))
+    loop.create_future().set_exception(ValueError("another failure"))
+
+  ignore_unretrieved_writes(directory)
+  with caplog.at_level(logging.ERROR, logger="asyncio"):
+    asyncio.run(fail_two())
+    gc.collect()
+  messages = [r.getMessage() for r in caplog.records if r.name == "asyncio"]
+  assert not any(directory in m for m in messages)
+  assert any("another failure" in m for m in messages)
