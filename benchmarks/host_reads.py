@@ -60,14 +60,14 @@ def _setup(steps: int, batch_size: int):
   train_fn, _, _ = train.build_steps(config, graphdef, tx, mesh, state_sharding)
   order = input_pipeline.epoch_order(jax.random.key(1), 1, n, batch_size)
   totals = metrics.zeros(with_telemetry=True)
-  train_fn = train_fn.lower(state, totals, data, order, jnp.int32(0)).compile()
+  train_fn = train_fn.lower(state, totals, data, order, jnp.int32(0), jnp.int32(1)).compile()
   return train_fn, state, data, order
 
 
 def _read_every_step(train_fn, state, data, order, steps):
   totals = metrics.zeros(with_telemetry=True)
   for i in range(steps):
-    state, totals, report = train_fn(state, totals, data, order, jnp.int32(i))
+    state, totals, report = train_fn(state, totals, data, order, jnp.int32(i), jnp.int32(i + 1))
     float(report.batch["loss"])  # The host waits for this step.
   return state
 

@@ -99,7 +99,7 @@ def _pipeline(devices: Sequence[Any], *, dtype: str = "float32", constrained: bo
   index = jax.ShapeDtypeStruct((), jnp.int32, sharding=rep)
   num_train, num_test = 50_000 - config.val_size, 10_000
   train_args = (abstract(state, state_sharding), abstract(metrics.zeros(constrained), rep),
-                split(num_train), order(num_train, config.batch_size), index)
+                split(num_train), order(num_train, config.batch_size), index, index)
   eval_args = (abstract(state.params, state_sharding.params),
                abstract(metrics.zeros(with_telemetry=False), rep),
                split(num_test), order(num_test, eval_batch), index)

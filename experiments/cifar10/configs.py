@@ -124,6 +124,13 @@ class Config:
   max_norm: float | None = _field(
       3.0, "the max-norm bound c; None (--no-max-norm) trains without the constraint",
       _max_norm, metavar="C")
+  dropout: float = _field(
+      0.0, "dropout rate on the hidden dense layer's outputs (after its relu) while training; "
+      "0: none (the article)", _unit_interval, metavar="P")
+  conv_dropout: float = _field(
+      0.0, "dropout rate on the last convolution's outputs (after its relu, before the "
+      "hidden dense layer) while training; 0: none (the article)", _unit_interval,
+      metavar="P")
   constrain: Constrain = _field(
       "dense1", "constrain the Dense(1024) kernel only (dense1, the article) or every kernel "
       "(all)")

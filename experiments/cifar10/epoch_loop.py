@@ -105,7 +105,7 @@ def train_epoch(train_fn: Callable, state: State, totals: metrics.Totals, data: 
                  dynamic_ncols=True, disable=disable_bar or not distributed.is_primary()) as bar:
     for i in range(num_steps):
       step = first_step + i
-      state, totals, report = train_fn(state, totals, data, order, jnp.int32(i))
+      state, totals, report = train_fn(state, totals, data, order, jnp.int32(i), jnp.int32(step))
       is_logged = log_every > 0 and (step % log_every == 0 or step == 1)
       norms = metrics.norm_stats(state.params) if is_logged else None  # Dispatched, not read.
       recent.append(_Dispatched(step, report, norms))

@@ -1,7 +1,8 @@
 """The article's convolutional network, in Flax NNX.
 
 ``Conv(128, 3x3, VALID) -> relu`` three times, flatten, ``Dense(1024) -> relu``,
-``Dense(10)`` logits (the softmax lives in the loss). With the default widths it
+``Dense(10)`` logits (the softmax lives in the loss). Optional dropout (off in
+the article) follows the last convolution and the hidden dense layer. With the default widths it
 has 88,914,698 parameters, the number Keras prints for the article's model.
 
 Keras initialises kernels with ``glorot_uniform`` and biases with zeros, while
@@ -57,6 +58,8 @@ class CNN(nnx.Module):
     num_classes: number of logits.
     dtype: compute dtype (``jnp.bfloat16`` for mixed precision); parameters
       are always float32.
+    dropout: dropout rate on the hidden dense layer's outputs (after its relu).
+    conv_dropout: dropout rate on the last convolution's outputs (after its relu).
     conv_impl: how convolutions are computed: ``"xla"`` (XLA's native
       convolution), ``"im2col"`` (patches times a matrix, see
       :mod:`experiments.cifar10.im2col`) or ``"auto"`` (im2col on CPU only).
@@ -71,6 +74,8 @@ class CNN(nnx.Module):
       dense_features: int = 1024,
       num_classes: int = NUM_CLASSES,
       dtype: jnp.dtype = jnp.float32,
+      dropout: float = 0.0,
+      conv_dropout: float = 0.0,
       conv_impl: str = "auto",
       rngs: nnx.Rngs,
   ):
@@ -89,14 +94,26 @@ class CNN(nnx.Module):
     self.conv3 = nnx.Conv(conv_features, conv_features, **conv)
     self.dense1 = nnx.Linear(dense1_in_features(conv_features), dense_features, **keras_init)
     self.dense2 = nnx.Linear(dense_features, num_classes, **keras_init)
+    self.conv_dropout = nnx.Dropout(conv_dropout)
+    self.dropout = nnx.Dropout(dropout)
 
-  def __call__(self, images: jax.Array) -> jax.Array:
-    """Maps images ``[batch, 32, 32, 3]`` (floats in [0, 1]) to float32 logits."""
+  def __call__(self, images: jax.Array, *, dropout_key: jax.Array | None = None) -> jax.Array:
+    """Maps images ``[batch, 32, 32, 3]`` (floats in [0, 1]) to float32 logits.
+
+    Dropout is applied only when ``dropout_key`` is given (training); without it
+    (evaluation) the network is deterministic. The two dropout layers draw
+    from independent keys folded out of ``dropout_key``.
+    """
+    def drop(layer: nnx.Dropout, x: jax.Array, stream: int) -> jax.Array:
+      if dropout_key is None or layer.rate == 0:
+        return x
+      return layer(x, deterministic=False, rngs=jax.random.fold_in(dropout_key, stream))
+
     x = nnx.relu(self.conv1(images))
     x = nnx.relu(self.conv2(x))
-    x = nnx.relu(self.conv3(x))
+    x = drop(self.conv_dropout, nnx.relu(self.conv3(x)), 0)
     x = x.reshape(x.shape[0], -1)  # Flattens in (height, width, channel) order, as Keras does.
-    x = nnx.relu(self.dense1(x))
+    x = drop(self.dropout, nnx.relu(self.dense1(x)), 1)
     return self.dense2(x).astype(jnp.float32)
 
 

@@ -106,11 +106,13 @@ def replicated(mesh: Mesh) -> NamedSharding:
 
 def slice_shardings(mesh: Mesh, first: Any, *, train: bool) -> dict[str, Any]:
   """``in_shardings``/``out_shardings`` for ``jax.jit`` of a train (or eval) slice
-  ``(state or params, totals, data, order, index) -> (state, totals, batch metrics)``
-  (or ``-> totals``): ``first`` as given, the data split by rows, the rest
-  replicated. Fixing the outputs keeps the donated state's layout step after step."""
+  ``(state, totals, data, order, index, step_number) -> (state, totals, batch metrics)``
+  (or ``(params, totals, data, order, index) -> totals``): ``first`` as given, the
+  data split by rows, the rest replicated. Fixing the outputs keeps the donated
+  state's layout step after step."""
   rep = replicated(mesh)
-  return {"in_shardings": (first, rep, NamedSharding(mesh, P(DATA)), rep, rep),
+  counters = (rep, rep) if train else (rep,)
+  return {"in_shardings": (first, rep, NamedSharding(mesh, P(DATA)), rep, *counters),
           "out_shardings": (first, rep, rep) if train else rep}
 
 

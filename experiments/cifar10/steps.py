@@ -28,7 +28,7 @@ from experiments.cifar10.models import CNN
 from experiments.cifar10.optimizer import make_optimizer
 
 __all__ = ["Compiled", "TrainState", "build_steps", "compile_steps", "create_train_state",
-           "train_step"]
+           "dropout_key", "train_step"]
 
 Params = dict[str, Any]
 
@@ -43,6 +43,7 @@ def create_train_state(config: Config, key: jax.Array
                        ) -> tuple[nnx.GraphDef, TrainState, optax.GradientTransformation]:
   """Initialises the model and optimizer; returns ``(graphdef, state, tx)``."""
   model = CNN(conv_features=config.conv_features, dense_features=config.dense_features,
+              dropout=config.dropout, conv_dropout=config.conv_dropout,
               conv_impl=config.conv_impl,
               dtype=jnp.dtype(config.dtype), rngs=nnx.Rngs(params=key))
   graphdef, state = nnx.split(model)
@@ -51,20 +52,35 @@ def create_train_state(config: Config, key: jax.Array
   return graphdef, TrainState(params, tx.init(params)), tx
 
 
-def _logits(graphdef: nnx.GraphDef, params: Params, images: jax.Array) -> jax.Array:
-  return nnx.merge(graphdef, params)(images)
+def _logits(graphdef: nnx.GraphDef, params: Params, images: jax.Array,
+            dropout_key: jax.Array | None = None) -> jax.Array:
+  return nnx.merge(graphdef, params)(images, dropout_key=dropout_key)
+
+
+def dropout_key(seed: int, step: jax.Array) -> jax.Array:
+  """The dropout key of optimizer step ``step`` (1-based) of a run seeded ``seed``.
+
+  A function of the two only, so a resumed run draws the same masks as an
+  uninterrupted one with no random state to checkpoint.
+  """
+  return jax.random.fold_in(jax.random.fold_in(jax.random.key(seed), _DROPOUT_STREAM), step)
+
+
+_DROPOUT_STREAM = 0x64726F70  # Folded into the run's seed: dropout's own stream.
 
 
 def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
-               tx: optax.GradientTransformation) -> tuple[TrainState, metrics.Totals]:
+               tx: optax.GradientTransformation, dropout_key: jax.Array | None = None
+               ) -> tuple[TrainState, metrics.Totals]:
   """One optimizer update on ``batch``; returns the new state and the batch's
   loss/accuracy sums plus the constraint's telemetry.
 
   The loss is the example-weighted mean ``sum(w * l) / sum(w)``, so padding
-  examples (weight 0) of the last, partial batch do not count.
+  examples (weight 0) of the last, partial batch do not count. ``dropout_key``
+  drives the model's dropout layers (None: no dropout).
   """
   def loss_fn(params):
-    logits = _logits(graphdef, params, batch.images)
+    logits = _logits(graphdef, params, batch.images, dropout_key)
     sums = metrics.batch_sums(logits, batch.labels, batch.weights)
     return sums["loss"] / sums["count"], sums
 
@@ -75,12 +91,16 @@ def train_step(state: TrainState, batch: Batch, *, graphdef: nnx.GraphDef,
 
 
 def _train_slice(state: TrainState, totals: metrics.Totals, data: Split, order: jax.Array,
-                 index: jax.Array, *, step: Callable, batch_size: int, dtype: jnp.dtype,
-                 mesh: jax.sharding.Mesh) -> tuple[TrainState, metrics.Totals, Report]:
-  """Slices batch ``index`` of ``order`` out of ``data`` and trains on it; returns the
-  new state and totals, and the step's :class:`Report`."""
+                 index: jax.Array, step_number: jax.Array, *, step: Callable, batch_size: int,
+                 dtype: jnp.dtype, mesh: jax.sharding.Mesh, seed: int | None = None
+                 ) -> tuple[TrainState, metrics.Totals, Report]:
+  """Slices batch ``index`` of ``order`` out of ``data`` and trains on it as optimizer
+  step ``step_number`` (1-based, over the whole run); returns the new state and
+  totals, and the step's :class:`Report`. With ``seed``, the step's dropout key is
+  :func:`dropout_key` of the two (None: the model has no dropout)."""
   batch = input_pipeline.batch_at(data, order, index, batch_size, dtype, mesh=mesh)
-  state, step_metrics = step(state, batch)
+  key = None if seed is None else dropout_key(seed, step_number)
+  state, step_metrics = step(state, batch, dropout_key=key)
   totals = metrics.accumulate(totals, step_metrics)
   count = step_metrics["count"]
   return state, totals, Report(
@@ -102,14 +122,18 @@ def build_steps(config: Config, graphdef: nnx.GraphDef, tx: optax.GradientTransf
                 ) -> tuple[Callable, Callable, int]:
   """The jitted train and eval slices of a run, and the eval batch size.
 
-  ``train_fn(state, totals, data, order, index) -> (state, totals, Report)``
-  trains on batch ``index`` of ``order`` (state and totals donated);
+  ``train_fn(state, totals, data, order, index, step_number) -> (state, totals,
+  Report)`` trains on batch ``index`` of ``order`` as optimizer step
+  ``step_number`` (state and totals donated);
   ``eval_fn(params, totals, data, order, index) -> totals`` evaluates one.
   """
   dtype = jnp.dtype(config.dtype)
   step = functools.partial(train_step, graphdef=graphdef, tx=tx)
+  uses_dropout = config.dropout > 0 or config.conv_dropout > 0
   train_fn = jax.jit(functools.partial(_train_slice, step=step, batch_size=config.batch_size,
-                                       dtype=dtype, mesh=mesh), donate_argnums=(0, 1),
+                                       dtype=dtype, mesh=mesh,
+                                       seed=config.seed if uses_dropout else None),
+                     donate_argnums=(0, 1),
                      **sharding.slice_shardings(mesh, state_sharding, train=True))
   eval_batch_size = sharding.eval_batch_size(config.eval_batch_size, mesh)
   eval_fn = jax.jit(functools.partial(_eval_slice, graphdef=graphdef,
@@ -138,7 +162,7 @@ def compile_steps(config: Config, built: tuple[Callable, Callable, int], state: 
   start = time.perf_counter()
   order = input_pipeline.epoch_order(jax.random.key(0), 1, sizes.train, config.batch_size)
   train_fn = train_fn.lower(state, metrics.zeros(config.max_norm is not None), train, order,
-                            jnp.int32(0)).compile()
+                            jnp.int32(0), jnp.int32(1)).compile()
   eval_val, eval_test = (  # The two splits' arrays differ in shape: one program each.
       eval_fn.lower(state.params, metrics.zeros(with_telemetry=False), split,
                     input_pipeline.eval_order(n, eval_batch_size), jnp.int32(0)).compile()

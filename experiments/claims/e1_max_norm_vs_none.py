@@ -33,7 +33,8 @@ class Design:
   seeds: tuple[int, ...]
 
 
-DESIGNS = Designs(Design(seeds=(0, 1, 2)), {"cpu-proxy": Design(seeds=(0, 1, 2, 3, 4))})
+DESIGNS = Designs(Design(seeds=(0, 1, 2)), {"cpu-proxy": Design(seeds=(0, 1, 2, 3, 4)),
+                                            "cpu-proxy-45k": Design(seeds=(0, 1, 2, 3, 4))})
 
 CLAIM = ("The article's first claim: max-norm (c = 3) on the hidden dense layer's kernel "
          "regularises the network. Same recipe, with and without the constraint, paired by "

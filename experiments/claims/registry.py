@@ -14,7 +14,8 @@ from experiments.claims.experiment import Experiment
 
 __all__ = ["EXPERIMENTS", "MODULES", "get_experiment", "load_experiment"]
 
-MODULES = ("e1_max_norm_vs_none", "e2_c_and_placement", "e3_high_learning_rate")
+MODULES = ("e1_max_norm_vs_none", "e2_c_and_placement", "e3_high_learning_rate",
+           "e4_dropout_max_norm")
 
 
 def load_experiment(module: str) -> Experiment:

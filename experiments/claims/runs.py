@@ -33,10 +33,13 @@ class RunSpec:
 
 
 def run_name(config: Config) -> str:
-  """``adam-lr0.0001-c3-dense1-seed0``, ``sgd0.9-lr0.1-none-seed0``, ..."""
+  """``adam-lr0.0001-c3-dense1-seed0``, ``sgd0.9-lr0.1-none-seed0``,
+  ``sgd0.95-lr0.01-drop0.5-c3-all-seed2`` (dropout named only where it is on), ..."""
   optimizer = "adam" if config.optimizer == "adam" else f"sgd{config.momentum:g}"
   constraint = "none" if config.max_norm is None else f"c{config.max_norm:g}-{config.constrain}"
-  return f"{optimizer}-lr{config.learning_rate:g}-{constraint}-seed{config.seed}"
+  dropout = "".join(f"-{name}{rate:g}" for name, rate in
+                    (("convdrop", config.conv_dropout), ("drop", config.dropout)) if rate)
+  return f"{optimizer}-lr{config.learning_rate:g}{dropout}-{constraint}-seed{config.seed}"
 
 
 def make_run(budget: Budget, schedule: Schedule, labels: dict[str, Any], **settings: Any

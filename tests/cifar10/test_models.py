@@ -55,3 +55,44 @@ def test_dense1_geometry_and_path_are_the_models_own():
   flat = {mnj.path_to_str(path): leaf for path, leaf in
           jax.tree_util.tree_flatten_with_path(nnx.to_pure_dict(nnx.state(model)))[0]}
   assert flat[DENSE1_KERNEL].shape == (dense1_in_features(5), 7) == (26 * 26 * 5, 7)
+
+
+def _dense1_inputs(model, images):
+  """What the hidden dense layer's output is computed from, by a probe on dense2."""
+  seen = {}
+  dense2 = model.dense2
+
+  class Probe(nnx.Module):
+    def __call__(self, x):
+      seen["x"] = x
+      return dense2(x)
+  model.dense2 = Probe()
+  return seen
+
+
+def test_dropout_drops_at_its_rate_while_training_and_never_at_evaluation():
+  images = jax.random.uniform(jax.random.key(0), (8, 32, 32, 3))
+  plain = CNN(conv_features=4, dense_features=256, rngs=nnx.Rngs(0))
+  dropped = CNN(conv_features=4, dense_features=256, dropout=0.5, rngs=nnx.Rngs(0))
+  # Evaluation (no key): the dropout network is the plain one.
+  np.testing.assert_array_equal(dropped(images), plain(images))
+  # A rate of 0 draws nothing, key or not: the article's network is unchanged.
+  np.testing.assert_array_equal(plain(images, dropout_key=jax.random.key(1)), plain(images))
+  seen_plain, seen_dropped = _dense1_inputs(plain, images), _dense1_inputs(dropped, images)
+  plain(images)
+  dropped(images, dropout_key=jax.random.key(1))
+  live = np.asarray(seen_plain["x"]) > 0  # Units the relu kept.
+  kept = np.asarray(seen_dropped["x"])[live]
+  assert 0.4 < np.mean(kept == 0) < 0.6  # About half the live units are dropped ...
+  np.testing.assert_allclose(kept[kept != 0], 2 * np.asarray(seen_plain["x"])[live][kept != 0],
+                             rtol=1e-6)  # ... and the others scaled by 1 / (1 - rate).
+
+
+def test_dropout_masks_are_a_function_of_the_key():
+  images = jax.random.uniform(jax.random.key(0), (4, 32, 32, 3))
+  model = CNN(conv_features=4, dense_features=64, dropout=0.5, conv_dropout=0.3,
+              rngs=nnx.Rngs(0))
+  a, b, c = (model(images, dropout_key=jax.random.key(k)) for k in (1, 1, 2))
+  np.testing.assert_array_equal(a, b)
+  assert not np.array_equal(a, c)
+  assert not np.array_equal(a, model(images))

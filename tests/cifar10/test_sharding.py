@@ -92,7 +92,7 @@ def _train_steps(num_devices, shard_dense1, source, num_steps=2):
   order = input_pipeline.epoch_order(jax.random.key(1), 1, 40, CONFIG.batch_size)
   totals = metrics.zeros(with_telemetry=True)
   for i in range(num_steps):  # The 2nd batch is partial (8 examples, 24 padding).
-    state, totals, _ = train_fn(state, totals, data, order, jnp.int32(i))
+    state, totals, _ = train_fn(state, totals, data, order, jnp.int32(i), jnp.int32(i + 1))
   return state, jax.device_get(totals)
 
 

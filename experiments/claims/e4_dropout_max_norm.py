@@ -1,0 +1,367 @@
+"""E4: max-norm where it was introduced: with dropout, at high learning rates, high momentum.
+
+Srivastava et al. 2014 (JMLR 15, the Dropout paper) call max-norm especially
+useful together with dropout and large learning rates. E4 crosses dropout (0
+or 0.5 on the hidden dense layer's outputs) with max-norm (none, or c = 3 on
+every kernel, the paper's placement) over a learning-rate sweep, for SGD with
+momentum 0.95 (the paper's recipe) and for Adam, paired by seed: the four
+arms of a seed share initialisation and batch order. It asks:
+
+1. does max-norm improve test accuracy over dropout alone, each arm at its
+   own best rate (chosen on validation accuracy)?
+2. does it raise the highest rate that still trains (failures counted as E3
+   counts them: NaN/inf, or stuck at chance)?
+3. does it interact with dropout: the effect of max-norm with dropout minus
+   its effect without, per seed?
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import statistics
+from collections.abc import Callable, Sequence
+
+from experiments.claims import e4_figures
+from experiments.claims.arms import EVERY_KERNEL, NONE, Arm, C, arm_label, arm_of
+from experiments.claims.budgets import Budget
+from experiments.claims.e3_high_learning_rate import Failures
+from experiments.claims.experiment import Designs, Experiment, Plot
+from experiments.claims.results import CHANCE_LOSS, RunResult, dense_name
+from experiments.claims.runs import RunSpec, make_run
+from experiments.claims.stats import PairedDifference, fisher_exact, interval, paired_difference
+from experiments.markdown import Column, columns_table, mean_std, number
+
+__all__ = ["ARMS", "DESIGNS", "EXPERIMENT", "MOMENTUM", "Cell", "Design", "best_rates",
+           "cells", "failed", "failures", "highest_training_rate", "interaction",
+           "stuck_at_chance"]
+
+MOMENTUM = 0.95  # The Dropout paper's final momentum for its max-norm nets.
+DROPOUT = 0.5  # On the hidden dense layer's outputs, the paper's rate for hidden units.
+
+# (dropout rate, max-norm arm), in the order a seed trains them.
+ARMS: tuple[tuple[float, Arm], ...] = ((0.0, NONE), (0.0, EVERY_KERNEL),
+                                       (DROPOUT, NONE), (DROPOUT, EVERY_KERNEL))
+
+
+@dataclasses.dataclass(frozen=True)
+class Design:
+  """E4 under one budget.
+
+  Attributes:
+    rates: per optimizer, the learning rates of the sweep (ascending).
+    seeds: every (optimizer, rate, arm) cell runs once per seed.
+    paired_seeds: more seeds, at ``paired_rates`` only.
+    paired_rates: the (optimizer, rate) settings that get ``paired_seeds`` too,
+      chosen from the sweep's results ("the two most telling rates").
+  """
+  rates: dict[str, tuple[float, ...]]
+  seeds: tuple[int, ...] = (0, 1, 2)
+  paired_seeds: tuple[int, ...] = (3, 4)
+  paired_rates: tuple[tuple[str, float], ...] = ()
+
+
+# SGD's rates reach an effective step lr / (1 - m) of 2 (at momentum 0.9, E3's
+# SGD at an effective step of 1 already failed at cpu-proxy); Adam's top rate,
+# 1e-2, failed in E3 without dropout.
+DESIGNS = Designs(Design(rates={"sgd": (0.01, 0.1), "adam": (1e-3, 1e-2)}, seeds=(0, 1)), {
+    "cpu-proxy": Design(rates={"sgd": (0.001, 0.003, 0.01, 0.03, 0.1),
+                               "adam": (1e-3, 3e-3, 1e-2)}),
+})
+
+CLAIM = ("Max-norm where the Dropout paper (Srivastava et al. 2014) says it matters: together "
+         "with dropout, at large learning rates with high momentum. Dropout 0 or 0.5 on the "
+         "hidden dense layer's outputs, crossed with max-norm none or c = 3 on every kernel "
+         f"(the paper's placement), over a learning-rate sweep, for SGD with momentum "
+         f"{MOMENTUM:g} and for Adam; the four arms of a seed share initialisation and batch "
+         "order. Best rates are chosen on validation accuracy; test accuracy is compared, "
+         "paired by seed, with 95% t intervals.")
+
+
+Cell = tuple[str, float, float, Arm]  # (optimizer, lr, dropout, arm)
+
+
+def _runs(budget: Budget) -> list[RunSpec]:
+  design = DESIGNS(budget)
+  dense = dense_name(budget.config("regular"))
+
+  def run(optimizer: str, lr: float, seed: int, dropout: float, arm: Arm) -> RunSpec:
+    settings = dict(optimizer=optimizer, learning_rate=lr, dropout=dropout, max_norm=arm[0],
+                    constrain=arm[1], seed=seed)
+    if optimizer == "sgd":  # Adam's runs keep the default, so they share E1/E2's names.
+      settings["momentum"] = MOMENTUM
+    labels = {"optimizer": optimizer, "lr": lr, "dropout": dropout,
+              "constraint": arm_label(*arm, dense), "seed": seed}
+    return make_run(budget, "regular", labels, **settings)
+
+  # Seed by seed over the whole grid (SGD, the paper's recipe, first), the four arms of
+  # a (rate, seed) one after another: a cut-short sweep leaves complete, paired grids.
+  runs = [run(optimizer, lr, seed, dropout, arm)
+          for optimizer, rates in design.rates.items() for seed in design.seeds
+          for lr in rates for dropout, arm in ARMS]
+  runs += [run(optimizer, lr, seed, dropout, arm)
+           for seed in design.paired_seeds for optimizer, lr in design.paired_rates
+           for dropout, arm in ARMS]
+  return runs
+
+
+# --- What happened to a run -----------------------------------------------------
+
+CHANCE_TOLERANCE = 0.05  # E3's: within 0.05 of ln 10.
+
+
+def stuck_at_chance(r: RunResult) -> bool:
+  """Not diverged, and the last epoch's mean training loss is within
+  :data:`CHANCE_TOLERANCE` of ln 10 (a uniform guess over the 10 classes)."""
+  loss = r.last_epoch.get("train_loss")
+  return not r.diverged and loss is not None and abs(loss - CHANCE_LOSS) <= CHANCE_TOLERANCE
+
+
+def failed(r: RunResult) -> bool:
+  """Diverged (NaN/inf) or stuck at chance."""
+  return r.diverged or stuck_at_chance(r)
+
+
+def failures(runs: Sequence[RunResult]) -> Failures:
+  return Failures(len(runs), sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs)))
+
+
+def _cell(r: RunResult) -> Cell:
+  labels = r.spec.labels
+  return labels["optimizer"], labels["lr"], labels["dropout"], arm_of(r)
+
+
+def cells(results: Sequence[RunResult]) -> dict[Cell, list[RunResult]]:
+  """The complete runs of each (optimizer, lr, dropout, arm), in plan order."""
+  grid: dict[Cell, list[RunResult]] = {}
+  for r in results:
+    grid.setdefault(_cell(r), [])
+    if r.complete:
+      grid[_cell(r)].append(r)
+  return grid
+
+
+def _acc(r: RunResult, split: str = "test") -> float | None:
+  return r.get(f"{split}_accuracy")
+
+
+def _mean(values: Sequence[float | None]) -> float | None:
+  present = [v for v in values if v is not None]
+  return statistics.mean(present) if present else None
+
+
+def best_rates(grid: dict[Cell, list[RunResult]]) -> dict[tuple[str, float, Arm], float]:
+  """Per (optimizer, dropout, arm), the rate of the highest mean validation accuracy over
+  its seeds (a failed run counts with its accuracy), among rates with a complete run."""
+  best: dict[tuple[str, float, Arm], tuple[float, float]] = {}
+  for (optimizer, lr, dropout, arm), runs in grid.items():
+    val = _mean([_acc(r, "val") for r in runs])
+    key = (optimizer, dropout, arm)
+    if val is not None and (key not in best or val > best[key][1]):
+      best[key] = (lr, val)
+  return {k: lr for k, (lr, _) in best.items()}
+
+
+def _by_seed(runs: Sequence[RunResult]) -> dict[int, RunResult]:
+  return {r.spec.labels["seed"]: r for r in runs}
+
+
+def _paired(a: Sequence[RunResult], b: Sequence[RunResult],
+            value: Callable[[RunResult], float | None] = _acc) -> PairedDifference | None:
+  """``value`` of ``b`` minus that of ``a``, paired by seed, with its 95% t interval."""
+  x, y = _by_seed(a), _by_seed(b)
+  pairs = [(value(x[s]), value(y[s])) for s in sorted(x.keys() & y.keys())]
+  return paired_difference([(p, q) for p, q in pairs if p is not None and q is not None])
+
+
+def highest_training_rate(grid: dict[Cell, list[RunResult]], optimizer: str, dropout: float,
+                          arm: Arm) -> tuple[float | None, bool]:
+  """The highest rate of the sweep at which no run of the arm failed, and whether every
+  rate above it failed in some run (False: a gap, or no rate above). None: every rate
+  with runs had a failure."""
+  rates = sorted(lr for (o, lr, d, a), runs in grid.items()
+                 if (o, d, a) == (optimizer, dropout, arm) and runs)
+  trains = [lr for lr in rates if not any(map(failed, grid[optimizer, lr, dropout, arm]))]
+  if not trains:
+    return None, bool(rates)
+  top = max(trains)
+  return top, any(lr > top for lr in rates)
+
+
+def interaction(grid: dict[Cell, list[RunResult]], optimizer: str, lr: float
+                ) -> PairedDifference | None:
+  """Per seed at ``(optimizer, lr)``: max-norm's effect on test accuracy with dropout
+  minus its effect without, with its 95% t interval over seeds."""
+  runs = {(d, a): _by_seed(grid.get((optimizer, lr, d, a), [])) for d, a in ARMS}
+  seeds = set.intersection(*(set(v) for v in runs.values()))
+  pairs = []
+  for seed in sorted(seeds):
+    acc = {k: _acc(v[seed]) for k, v in runs.items()}
+    if any(v is None for v in acc.values()):
+      continue
+    without = acc[0.0, EVERY_KERNEL] - acc[0.0, NONE]  # type: ignore[operator]
+    with_ = acc[DROPOUT, EVERY_KERNEL] - acc[DROPOUT, NONE]  # type: ignore[operator]
+    pairs.append((without, with_))
+  return paired_difference(pairs)
+
+
+# --- Tables -----------------------------------------------------------------------
+
+
+def _arm_text(dropout: float, arm: Arm, dense: str) -> str:
+  drop = f"dropout {dropout:g}" if dropout else "no dropout"
+  return f"{drop}, {arm_label(*arm, dense)}"
+
+
+def _settings(grid: dict[Cell, list[RunResult]]) -> list[tuple[str, float]]:
+  return list(dict.fromkeys((o, lr) for o, lr, _, _ in grid))
+
+
+def _fraction_by_epoch(runs: Sequence[RunResult]) -> list[float | None]:
+  """The mean over ``runs`` of each epoch's fraction of neurons at the bound."""
+  epochs = max((len(r.metrics) for r in runs), default=0)
+  return [_mean([r.metrics[e].get("fraction_at_bound") if e < len(r.metrics) else None
+                 for r in runs]) for e in range(epochs)]
+
+
+def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
+  dense = dense_name(results)
+  grid = cells(results)
+  settings = _settings(grid)
+
+  def cell_text(s: tuple[str, float], d: float, a: Arm) -> str:
+    runs = grid.get((*s, d, a), [])
+    if not runs:
+      return "–"
+    f = failures(runs)
+    return f"{mean_std(map(_acc, runs))} ({f.failed}/{f.runs} failed)"
+
+  accuracy = columns_table([
+      Column("optimizer", lambda s: s[0]), Column("lr", lambda s: f"{s[1]:g}"),
+      *(Column(_arm_text(d, a, dense), lambda s, d=d, a=a: cell_text(s, d, a))
+        for d, a in ARMS),
+      *(Column(f"p failures, dropout {d:g}: none vs max-norm (Fisher)",
+               lambda s, d=d: _fisher(grid.get((*s, d, NONE), []),
+                                      grid.get((*s, d, EVERY_KERNEL), [])))
+        for d in (0.0, DROPOUT)),
+  ], settings)
+
+  best = best_rates(grid)
+  optimizers = list(dict.fromkeys(o for o, _ in settings))
+  rows = []
+  for optimizer in optimizers:
+    for d, a in ARMS:
+      lr = best.get((optimizer, d, a))
+      top, above = highest_training_rate(grid, optimizer, d, a)
+      runs = grid.get((optimizer, lr, d, a), []) if lr is not None else []
+      rows.append((optimizer, _arm_text(d, a, dense), lr, runs, top, above))
+  best_table = columns_table([
+      Column("optimizer", lambda r: r[0]), Column("arm", lambda r: r[1]),
+      Column("best lr (val acc)", lambda r: number(r[2], "g")),
+      Column("test acc at best lr", lambda r: mean_std(map(_acc, r[3]))),
+      Column("val acc at best lr", lambda r: mean_std(_acc(x, "val") for x in r[3])),
+      Column("seeds", lambda r: str(len(r[3]))),
+      Column("highest lr with no failure", lambda r: number(r[4], "g")
+             + ("" if r[4] is None or r[5] else " (top of the sweep)")),
+  ], rows)
+
+  constrained = [(s, d) for s in settings for d in (0.0, DROPOUT)
+                 if grid.get((*s, d, EVERY_KERNEL))]
+  epochs = max((len(r.metrics) for r in results if r.complete), default=0)
+  shown = sorted({e for e in (1, 2, 4, 8, epochs) if 1 <= e <= epochs})
+  fractions = columns_table([
+      Column("optimizer", lambda k: k[0][0]), Column("lr", lambda k: f"{k[0][1]:g}"),
+      Column("dropout", lambda k: f"{k[1]:g}"),
+      *(Column(f"epoch {e}", lambda k, e=e: number(
+          (_fraction_by_epoch(grid[(*k[0], k[1], EVERY_KERNEL)]) + [None] * epochs)[e - 1]))
+        for e in shown),
+  ], constrained)
+  per_run = columns_table([
+      Column("optimizer", lambda r: r.spec.labels["optimizer"]),
+      Column("lr", lambda r: f"{r.spec.labels['lr']:g}"),
+      Column("dropout", lambda r: f"{r.spec.labels['dropout']:g}"),
+      Column("constraint", lambda r: r.spec.labels["constraint"]),
+      Column("seed", lambda r: str(r.spec.labels["seed"])),
+      Column("diverged", lambda r: f"yes, step {r.get('diverged_at_step')}" if r.diverged
+             else "no"),
+      Column("stuck at chance", lambda r: "yes" if stuck_at_chance(r) else "no"),
+      Column("train loss, last epoch", lambda r: number(r.last_epoch.get("train_loss"))),
+      Column("train acc", lambda r: number(r.train_accuracy)),
+      Column("val acc", lambda r: number(_acc(r, "val"))),
+      Column("test acc", lambda r: number(_acc(r))),
+      Column("fraction at bound, last epoch",
+             lambda r: number(r.last_epoch.get("fraction_at_bound"))),
+      Column("wall s", lambda r: number(r.get("total_seconds"), ".0f")),
+  ], [r for r in results if r.complete])
+  return [
+      f"Test accuracy (mean ± std over seeds) per setting and arm, and how many runs failed "
+      f"(NaN/inf loss, or the last epoch's training loss within {CHANCE_TOLERANCE:g} of "
+      f"ln 10 = {CHANCE_LOSS:.3f}); p: Fisher's exact test (two-sided) of the failures "
+      f"without and with max-norm.\n\n{accuracy}",
+      f"Each arm at its best rate (the highest mean validation accuracy), and the highest "
+      f"rate at which none of its runs failed.\n\n{best_table}",
+      f"Fraction of the constrained neurons at the bound (c = {C:g}, every kernel) in each "
+      f"epoch, mean over seeds.\n\n{fractions}",
+      f"Per run.\n\n{per_run}"]
+
+
+def _fisher(free: Sequence[RunResult], held: Sequence[RunResult]) -> str:
+  if not free or not held:
+    return "–"
+  a, b = failures(free), failures(held)
+  return f"{fisher_exact(a.failed, a.runs, b.failed, b.runs):.2f}"
+
+
+# --- Reading ----------------------------------------------------------------------
+
+
+def _verdict(d: PairedDifference | None, what: str) -> str:
+  if d is None:
+    return f"{what}: fewer than 2 paired seeds, no interval yet"
+  sign = "higher" if d.mean > 0 else "lower"
+  verdict = ("the interval contains 0: not distinguishable from noise" if d.contains_zero
+             else f"{sign}, the interval excludes 0")
+  return f"{what}: {interval(d)} over {d.n} seeds ({verdict})"
+
+
+def _reading(results: Sequence[RunResult]) -> str:
+  if not any(r.complete for r in results):
+    return ""
+  dense = dense_name(results)
+  grid = cells(results)
+  best = best_rates(grid)
+  lines = []
+  for optimizer in dict.fromkeys(o for o, _, _, _ in grid):
+    # 1. Max-norm over dropout alone, each at its best rate.
+    lr_free, lr_held = best.get((optimizer, DROPOUT, NONE)), best.get(
+        (optimizer, DROPOUT, EVERY_KERNEL))
+    if lr_free is not None and lr_held is not None:
+      d = _paired(grid[optimizer, lr_free, DROPOUT, NONE],
+                  grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL])
+      lines.append(f"- {optimizer}, question 1: " + _verdict(
+          d, f"dropout {DROPOUT:g} + max-norm at its best rate {lr_held:g} minus dropout "
+             f"alone at its best rate {lr_free:g}, test accuracy"))
+    # 2. The highest rate that trains.
+    tops = []
+    for dropout, arm in ARMS:
+      top, above = highest_training_rate(grid, optimizer, dropout, arm)
+      text = "none" if top is None else f"{top:g}" + ("" if above else " (top of the sweep)")
+      tops.append(f"{_arm_text(dropout, arm, dense)}: {text}")
+    lines.append(f"- {optimizer}, question 2, the highest rate at which no run failed: "
+                 + "; ".join(tops) + ".")
+    # 3. Interaction, at each rate where all four arms have paired seeds.
+    for o, lr in _settings(grid):
+      if o != optimizer:
+        continue
+      d = interaction(grid, optimizer, lr)
+      if d is not None:
+        lines.append(f"- {optimizer} {lr:g}, question 3: " + _verdict(
+            d, "max-norm's effect on test accuracy with dropout minus without"))
+  return "\n".join(lines)
+
+
+EXPERIMENT = Experiment(
+    key="e4", slug="e4_dropout_max_norm",
+    title="E4: dropout × max-norm × learning rate", claim=CLAIM, schedule="regular",
+    runs=_runs, tables=_tables, reading=_reading,
+    plots=(Plot("accuracy_vs_lr", e4_figures.accuracy_vs_lr),
+           Plot("fraction_at_bound", e4_figures.fraction_at_bound)))
