@@ -26,7 +26,7 @@ from experiments.cifar10.train import WorkdirError
 from experiments.claims.budgets import BUDGETS
 from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import SectionShrinkError, render_report
-from experiments.claims.results import load_result
+from experiments.claims.results import RunResult, load_result
 from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep
 
 __all__ = ["build_parser", "main"]
@@ -94,7 +94,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     else:
       plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
                        keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs)
-    results = [load_result(run.spec, run.workdir) for run in plan]
+    results = []
+    for run in plan:
+      if run.status == "damaged":  # Only --report-only leaves one: never read into a table.
+        print(f"{run.spec.name}: left out of the report, its records are damaged "
+              f"({run.problem}); a sweep trains it again", file=sys.stderr)
+        results.append(RunResult(run.spec, run.workdir, None, [], []))
+      else:
+        results.append(load_result(run.spec, run.workdir))
   except (RunConflictError, DataUnavailableError, CheckpointError, WorkdirError,
           RecordsError) as e:
     print(f"error: {e}", file=sys.stderr)

@@ -12,10 +12,15 @@ and started again with the same command:
   with ``resume=True`` (from the last checkpoint, or from scratch if it died
   in its first epoch).
 * ``new``: nothing there yet: trained.
+* ``damaged``: its records cannot be read, or a ``summary.json`` sits next to
+  epoch rows that are not whole: reported (one line naming the file and the
+  problem) and trained again from scratch. The damaged records are set aside
+  in ``replaced/`` until the new run completes (see
+  :mod:`experiments.cifar10.workdir`); a damaged run is never read into a
+  table.
 
-A directory whose ``config.json`` differs from the run's config, or whose
-records are damaged or not whole, is never overwritten: the sweep stops
-before training anything and says which. Each run is trained under its
+A directory whose ``config.json`` holds another run's config is never
+overwritten: the sweep stops before training anything and says which. Each run is trained under its
 workdir's lock (:func:`experiments.cifar10.workdir.exclusive`), so two sweeps
 on one runs directory never train the same run at once: the second stops
 with one line naming the first.
@@ -40,22 +45,28 @@ from experiments.claims.experiment import Experiment
 from experiments.claims.host import write_host
 from experiments.claims.runs import RunSpec
 
-__all__ = ["PlannedRun", "RunConflictError", "plan_sweep", "run_status", "run_sweep",
-           "workdir_of"]
+__all__ = ["DamagedRunError", "PlannedRun", "RunConflictError", "plan_sweep", "run_status",
+           "run_sweep", "workdir_of"]
 
-Status = Literal["complete", "partial", "new"]
+Status = Literal["complete", "partial", "new", "damaged"]
 
 
 class RunConflictError(RuntimeError):
   """A run's directory holds a run with another config; the message says which."""
 
 
+class DamagedRunError(RunConflictError):
+  """A run's records cannot be read or are not whole; the message names the file."""
+
+
 @dataclasses.dataclass(frozen=True)
 class PlannedRun:
-  """A run of a sweep, where it lives, and its status before the sweep."""
+  """A run of a sweep, where it lives, and its status before the sweep (``problem``:
+  what is wrong with a damaged one)."""
   spec: RunSpec
   workdir: pathlib.Path
   status: Status
+  problem: str = ""
 
 
 def workdir_of(runs_dir: str | pathlib.Path, budget: Budget, experiment: Experiment,
@@ -74,14 +85,14 @@ def run_status(workdir: pathlib.Path, config: Config) -> Status:
   """Whether ``workdir`` holds a complete or partial run of ``config``, or none.
 
   Raises:
-    RunConflictError: ``workdir`` holds a run of another config, or damaged
-      records, or a summary whose records are not whole.
+    DamagedRunError: its records cannot be read, or a summary sits next to
+      records that are not whole.
+    RunConflictError: ``workdir`` holds a run of another config.
   """
   try:
     return _status(workdir, config)
   except records.RecordsError as e:
-    raise RunConflictError(f"{e}. Nothing was changed; repair or move {workdir} away to "
-                           f"rerun it.") from e
+    raise DamagedRunError(str(e)) from e
 
 
 def _status(workdir: pathlib.Path, config: Config) -> Status:
@@ -111,10 +122,9 @@ def _status(workdir: pathlib.Path, config: Config) -> Status:
   diverged = summary.get("diverged") is True  # Its rows end at the epoch that diverged.
   if epochs != list(range(1, len(epochs) + 1)) or not epochs or not (
       len(epochs) == config.epochs or diverged):
-    raise RunConflictError(
+    raise DamagedRunError(
         f"{workdir / records.METRICS} holds rows for epochs {epochs}, not one per epoch "
-        f"1..{config.epochs}, next to a {records.SUMMARY}: the run's records are not whole. "
-        f"Nothing was changed; move {workdir} away to train it again.")
+        f"1..{config.epochs}, next to a {records.SUMMARY}: the run's records are not whole")
   return "complete"
 
 
@@ -130,6 +140,8 @@ def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.P
     workdir = workdir_of(runs_dir, budget, experiment, spec)
     try:
       planned.append(PlannedRun(spec, workdir, run_status(workdir, spec.config)))
+    except DamagedRunError as e:
+      planned.append(PlannedRun(spec, workdir, "damaged", str(e)))
     except RunConflictError as e:
       conflicts.append(str(e))
   if conflicts:
@@ -165,25 +177,37 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
 
   Raises:
     RunConflictError: before anything trains, if a run directory holds another config.
+
+  A damaged run (see the module's docstring) is logged and trained again.
   """
   if max_runs is not None and max_runs < 1:
     raise ValueError(f"max_runs must be >= 1 or None, got {max_runs}.")
   plan = plan_sweep(experiment, budget, runs_dir)
-  counts = {s: sum(p.status == s for p in plan) for s in ("complete", "partial", "new")}
+  counts = {s: sum(p.status == s for p in plan)
+            for s in ("complete", "partial", "new", "damaged")}
   log(f"{experiment.key} | budget {budget.name} | {len(plan)} runs: {counts['complete']} "
-      f"complete (skipped), {counts['partial']} to resume, {counts['new']} to start")
+      f"complete (skipped), {counts['partial']} to resume, {counts['new']} to start"
+      + (f", {counts['damaged']} damaged (to train again)" if counts["damaged"] else ""))
   trained = 0
   for i, run in enumerate(plan, 1):
     if run.status != "complete" and max_runs is not None and trained == max_runs:
       log(f"stopping after {trained} runs (max_runs); the rest stay for the next sweep")
       break
     with workdir_policy.exclusive(run.workdir):  # One writer per run, across sweeps.
-      status = run_status(run.workdir, run.spec.config)  # Another sweep may have run it.
+      try:  # Another sweep may have run it since it was planned.
+        status, problem = run_status(run.workdir, run.spec.config), ""
+      except DamagedRunError as e:
+        status, problem = "damaged", str(e)
       if status != "complete":
         trained += 1
         log(f"[{i}/{len(plan)}] {run.spec.name} ({status}) -> {run.workdir}")
         config = dataclasses.replace(run.spec.config, data_dir=data_dir)
-        train(config, run.workdir, resume=status == "partial")
+        if status == "damaged":
+          log(f"  damaged: {problem}; training it again (the old records wait in "
+              f"{run.workdir / workdir_policy.REPLACED} until the new run completes)")
+          train(config, run.workdir, resume=False, overwrite=True)
+        else:
+          train(config, run.workdir, resume=status == "partial")
         write_host(run.workdir)
       if not keep_checkpoints:
         _drop_checkpoints(run.workdir)

@@ -78,6 +78,9 @@ def test_dropout_drops_at_its_rate_while_training_and_never_at_evaluation():
   np.testing.assert_array_equal(dropped(images), plain(images))
   # A rate of 0 draws nothing, key or not: the article's network is unchanged.
   np.testing.assert_array_equal(plain(images, dropout_key=jax.random.key(1)), plain(images))
+  draws = [str(jax.make_jaxpr(lambda x, m=m: m(x, dropout_key=jax.random.key(1)))(images))
+           for m in (plain, dropped)]
+  assert "random_bits" not in draws[0] and "random_bits" in draws[1]
   seen_plain, seen_dropped = _dense1_inputs(plain, images), _dense1_inputs(dropped, images)
   plain(images)
   dropped(images, dropout_key=jax.random.key(1))

@@ -8,6 +8,7 @@ examples bit for bit is tested in test_input_pipeline.py; a real multi-process
 run in test_distributed.py.)
 """
 
+import dataclasses
 import functools
 
 import jax
@@ -77,19 +78,21 @@ def test_max_norm_is_exact_with_the_kernel_split_over_devices(axis):
     assert not np.allclose(per_device, new_params["dense1"]["kernel"], rtol=1e-2)
 
 
-def _train_steps(num_devices, shard_dense1, source, num_steps=2):
-  """``num_steps`` jitted train steps of CONFIG's network, the data and state laid out
+def _train_steps(num_devices, shard_dense1, source, num_steps=2, config=CONFIG):
+  """``num_steps`` jitted train steps of ``config``'s network, the data and state laid out
   over ``num_devices`` devices as train_and_evaluate lays them out."""
   mesh = sharding.make_mesh(num_devices)
-  graphdef, state, tx = create_train_state(CONFIG, jax.random.key(0))
+  graphdef, state, tx = create_train_state(config, jax.random.key(0))
   state_sharding = sharding.state_shardings(state, mesh, shard_dense1)
   state = jax.device_put(state, state_sharding)
   data = input_pipeline.shard_rows(source, np.arange(40), mesh)
   step = functools.partial(train_step, graphdef=graphdef, tx=tx)
-  train_fn = jax.jit(functools.partial(_train_slice, step=step, batch_size=CONFIG.batch_size,
-                                       dtype=jnp.float32, mesh=mesh), donate_argnums=(0, 1),
+  seed = config.seed if config.dropout else None
+  train_fn = jax.jit(functools.partial(_train_slice, step=step, batch_size=config.batch_size,
+                                       dtype=jnp.float32, mesh=mesh, seed=seed),
+                     donate_argnums=(0, 1),
                      **sharding.slice_shardings(mesh, state_sharding, train=True))
-  order = input_pipeline.epoch_order(jax.random.key(1), 1, 40, CONFIG.batch_size)
+  order = input_pipeline.epoch_order(jax.random.key(1), 1, 40, config.batch_size)
   totals = metrics.zeros(with_telemetry=True)
   for i in range(num_steps):  # The 2nd batch is partial (8 examples, 24 padding).
     state, totals, _ = train_fn(state, totals, data, order, jnp.int32(i), jnp.int32(i + 1))
@@ -121,6 +124,18 @@ def test_eight_devices_train_like_one(one_device_steps, source, shard_dense1):
   _close(jax.device_get(state), jax.device_get(want_state))
   _close(totals, want_totals)
   assert float(jnp.max(mnj.neuron_norms(state.params)["dense1"]["kernel"])) <= 1.0 + 1e-5
+
+
+def test_dropout_draws_the_same_masks_on_eight_devices_as_on_one(source, one_device_steps):
+  # Each device draws its share of the batch's masks; together they are one device's.
+  config = dataclasses.replace(CONFIG, dropout=0.5, conv_dropout=0.25)
+  want_state, want_totals = _train_steps(1, None, source, config=config)
+  state, totals = _train_steps(8, "in", source, config=config)
+  _close(jax.device_get(state), jax.device_get(want_state))
+  _close(totals, want_totals)
+  plain, _ = one_device_steps  # And dropout did change the training.
+  assert not np.allclose(want_state.params["dense1"]["kernel"],
+                         plain.params["dense1"]["kernel"], rtol=1e-3, atol=1e-5)
 
 
 @pytest.mark.parametrize("overrides, message", [

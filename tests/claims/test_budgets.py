@@ -8,9 +8,19 @@ from experiments.cifar10.configs import get_config
 from experiments.claims.budgets import BUDGETS, Budget, get_budget
 
 
-def test_the_budgets_are_cpu_cpu_proxy_and_full():
-  assert sorted(BUDGETS) == ["cpu", "cpu-proxy", "full"]
+def test_the_budgets_are_cpu_cpu_proxy_cpu_proxy_45k_and_full():
+  assert sorted(BUDGETS) == ["cpu", "cpu-proxy", "cpu-proxy-45k", "full"]
   assert all(name == b.name for name, b in BUDGETS.items())
+
+
+def test_cpu_proxy_45k_is_the_proxy_network_and_recipe_on_the_whole_training_split():
+  proxy, whole = BUDGETS["cpu-proxy"].config("regular"), BUDGETS["cpu-proxy-45k"].config(
+      "regular")
+  same = ("conv_features", "dense_features", "learning_rate", "optimizer", "batch_size",
+          "lr_decay", "max_norm", "constrain")
+  assert {k: getattr(whole, k) for k in same} == {k: getattr(proxy, k) for k in same}
+  assert (whole.train_subset, whole.eval_subset) == (None, None)  # 45,000; full evaluation.
+  assert whole.epochs * 45_000 > 2 * proxy.epochs * proxy.train_subset  # More steps.
 
 
 def test_cpu_proxy_schedules_share_a_smaller_network_and_data():
@@ -81,5 +91,5 @@ def test_bad_budgets_are_clear_errors(kwargs, message):
 
 def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match=r"Unknown budget 'gpu'; choose from \['cpu', "
-                                       r"'cpu-proxy', 'full'\]"):
+                                       r"'cpu-proxy', 'cpu-proxy-45k', 'full'\]"):
     get_budget("gpu")

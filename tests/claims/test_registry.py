@@ -17,7 +17,7 @@ RESULTS = pathlib.Path(__file__).resolve().parents[2] / "experiments" / "results
 
 def test_each_module_is_one_experiment_with_a_results_directory():
   assert [e.slug for e in EXPERIMENTS.values()] == list(MODULES)
-  assert sorted(EXPERIMENTS) == ["e1", "e2", "e3"]
+  assert sorted(EXPERIMENTS) == ["e1", "e2", "e3", "e4"]
   for e in EXPERIMENTS.values():
     assert (RESULTS / e.slug / "results.md").exists()
     assert e.claim and e.title.startswith(e.key.upper() + ":") and e.plots
@@ -35,7 +35,7 @@ def test_a_module_whose_slug_is_not_its_name_is_refused(monkeypatch):
 
 def test_unknown_names_are_clear_errors():
   with pytest.raises(ValueError, match=r"Unknown experiment 'e9'; choose from \['e1', 'e2', "
-                                       r"'e3'\]"):
+                                       r"'e3', 'e4'\]"):
     get_experiment("e9")
 
 

@@ -16,6 +16,10 @@ from experiments.claims.runs import make_run, run_name
     (dict(max_norm=None, seed=4), "adam-lr0.0001-none-seed4"),
     (dict(max_norm=1.5, constrain="all"), "adam-lr0.0001-c1.5-all-seed0"),
     (dict(optimizer="sgd", learning_rate=0.3, max_norm=None), "sgd0.9-lr0.3-none-seed0"),
+    (dict(optimizer="sgd", momentum=0.95, dropout=0.5, constrain="all"),
+     "sgd0.95-lr0.0001-drop0.5-c3-all-seed0"),
+    (dict(dropout=0.5, conv_dropout=0.25, max_norm=None),
+     "adam-lr0.0001-convdrop0.25-drop0.5-none-seed0"),
 ])
 def test_run_names_encode_what_differs_between_runs(overrides, name):
   assert run_name(get_config("article", **overrides)) == name
@@ -46,3 +50,13 @@ def test_e1_and_e2_share_every_run_they_both_need(budget):
   assert all(e1[name] == e2[name] for name in common)  # One name, one config.
   e2_seeds = {config.seed for config in e2.values()}
   assert common == {name for name, config in e1.items() if config.seed in e2_seeds}
+
+
+@pytest.mark.parametrize("budget", sorted(BUDGETS))
+def test_runs_of_one_name_have_one_config_across_experiments(budget):
+  seen = {}
+  for key, experiment in sorted(EXPERIMENTS.items()):
+    if experiment.schedule != "regular":
+      continue
+    for run in experiment.runs(BUDGETS[budget]):
+      assert seen.setdefault(run.name, (key, run.config))[1] == run.config, (key, run.name)

@@ -4,7 +4,6 @@ import dataclasses
 import json
 import os
 import pathlib
-import re
 import signal
 import subprocess
 import sys
@@ -13,6 +12,8 @@ import pytest
 
 from experiments.cifar10 import records
 from experiments.cifar10.workdir import WorkdirError
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.cli import main as cli_main
 from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import render_report
 from experiments.claims.results import load_result
@@ -27,9 +28,13 @@ class FakeTrain:
   def __init__(self):
     self.calls = []
 
-  def __call__(self, config, workdir, *, resume):
+  def __call__(self, config, workdir, *, resume, overwrite=False):
     self.calls.append((pathlib.Path(workdir).name, resume))
+    self.overwrites = [*getattr(self, "overwrites", []), overwrite]
     workdir = pathlib.Path(workdir)
+    if overwrite:  # The old run goes (the pipeline sets it aside until the new one is done).
+      for old in workdir.glob("*.json*"):
+        old.unlink()
     workdir.mkdir(parents=True, exist_ok=True)
     records.write_config(workdir, config)
     (workdir / "checkpoints" / "1").mkdir(parents=True, exist_ok=True)
@@ -155,6 +160,15 @@ def test_a_real_sweep_on_mock_data_trains_logs_and_reports(tmp_path, tiny_budget
     assert (path.parent / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
   again = run_sweep(one, tiny_budget, tmp_path / "runs", log=lambda _: None)
   assert {p.status for p in again} == {"complete"}
+  # A damaged record: the pipeline itself trains the run again over it.
+  (plan[0].workdir / "metrics.jsonl").write_text('{"epoch": 1}\nnot json\n')
+  logged = []
+  again = run_sweep(one, tiny_budget, tmp_path / "runs", log=logged.append)
+  assert [p.status for p in again] == ["damaged"] and any("damaged: " in x for x in logged)
+  redone = load_result(again[0].spec, again[0].workdir)
+  assert redone.complete and [row["epoch"] for row in redone.metrics] == [1]
+  assert redone.get("test_accuracy") == results[0].get("test_accuracy")  # Same run, again.
+  assert not (plan[0].workdir / "replaced").exists()
 
 
 @pytest.mark.parametrize("damage, message", [
@@ -163,16 +177,32 @@ def test_a_real_sweep_on_mock_data_trains_logs_and_reports(tmp_path, tiny_budget
     ('{"epoch": 1}\n{"epoch": 1}\n', "holds rows for epochs [1, 1], not one per epoch"),
     ('{"epoch": 1}\nnot json\n', "metrics.jsonl, line 2: not a JSON object"),
 ])
-def test_a_run_is_complete_only_with_one_row_per_epoch(tmp_path, sweep, tiny_budget, damage,
-                                                       message):
+def test_a_damaged_run_is_reported_and_trained_again_never_read(tmp_path, sweep, tiny_budget,
+                                                               damage, message, capsys,
+                                                               monkeypatch):
+  monkeypatch.setitem(BUDGETS, tiny_budget.name, tiny_budget)  # For the command line.
   _, plan = sweep(tmp_path)
   damaged = plan[1].workdir
   assert plan[1].spec.config.epochs == 1
   (damaged / "metrics.jsonl").write_text(damage)
-  before = {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()}
-  with pytest.raises(RunConflictError, match=re.escape(message)):
-    sweep(tmp_path)
-  assert {p: p.read_bytes() for p in tmp_path.rglob("*") if p.is_file()} == before
+  planned = plan_sweep(EXPERIMENTS["e1"], tiny_budget, tmp_path)
+  assert [p.status for p in planned].count("damaged") == 1
+  assert planned[1].status == "damaged" and message in planned[1].problem
+  # --report-only leaves it out of the table, and says so.
+  out = tmp_path / "out"
+  assert cli_main(["e1", "--budget", "tiny", "--runs-dir", str(tmp_path), "--results-dir",
+                   str(out), "--report-only"]) == 0
+  assert f"{damaged.name}: left out of the report, its records are damaged" in (
+      capsys.readouterr().err)
+  assert "- **Runs complete:** 5 of 6; not run yet: " + damaged.name in (
+      out / "e1_max_norm_vs_none" / "results.md").read_text()
+  # A sweep trains it again, from scratch, and only it.
+  logged = []
+  fake = FakeTrain()
+  run_sweep(EXPERIMENTS["e1"], tiny_budget, tmp_path, train=fake, log=logged.append)
+  assert fake.calls == [(damaged.name, False)] and fake.overwrites == [True]
+  assert any("damaged: " in line and message in line for line in logged)
+  assert plan_sweep(EXPERIMENTS["e1"], tiny_budget, tmp_path)[1].status == "complete"
 
 
 def test_a_run_another_sweep_is_training_stops_this_one(tmp_path, sweep, tiny_budget):
