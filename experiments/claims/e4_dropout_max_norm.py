@@ -340,6 +340,16 @@ def _reading(results: Sequence[RunResult]) -> str:
       lines.append(f"- {optimizer}, question 1: " + _verdict(
           d, f"dropout {DROPOUT:g} + max-norm at its best rate {lr_held:g} minus dropout "
              f"alone at its best rate {lr_free:g}, test accuracy"))
+    # As the Dropout paper's Table 9: each arm against neither, each at its best rate.
+    base = best.get((optimizer, 0.0, NONE))
+    if base is not None:
+      for dropout, arm in ARMS[1:]:
+        lr = best.get((optimizer, dropout, arm))
+        if lr is not None:
+          d = _paired(grid[optimizer, base, 0.0, NONE], grid[optimizer, lr, dropout, arm])
+          lines.append(f"- {optimizer}: " + _verdict(
+              d, f"{_arm_text(dropout, arm, dense)} (best rate {lr:g}) minus neither (best "
+                 f"rate {base:g}), test accuracy"))
     # 2. The highest rate that trains.
     tops = []
     for dropout, arm in ARMS:
