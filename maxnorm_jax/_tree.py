@@ -301,6 +301,10 @@ def _selection(params: PyTree, leaves: list[Leaf], mask: Mask, *, caller: str) -
 # Equinox layers whose `weight` holds one neuron per row (out, in, ...), by
 # class name: Linear, Conv (1d/2d/3d), ConvTranspose (1d/2d/3d).
 _EQUINOX_NEURON_FIRST = frozenset({"Linear", "Conv", "ConvTranspose"})
+# Equinox layers whose `weight` is a table of rows (one embedding vector each):
+# constrained by rows, only when a mask selects it (a bound on a table is a
+# modelling choice; the default mask leaves it out).
+_EQUINOX_ROWS = frozenset({"Embedding"})
 
 
 class Layout(NamedTuple):
@@ -394,11 +398,13 @@ def _equinox_classes(module: type | None) -> list[str]:
 
 
 def is_kernel(leaf: Leaf) -> bool:
-  """The default mask: rank >= 2, but not an Equinox convolution's ``(out, 1, ..., 1)`` bias."""
+  """The default mask: rank >= 2, but not an Equinox convolution's ``(out, 1, ..., 1)`` bias
+  nor an Equinox ``Embedding``'s table (embeddings are opt-in)."""
   if np.ndim(leaf.value) < 2:
     return False
   names = _equinox_classes(leaf.module)
-  return not (leaf.field == "bias" and not _EQUINOX_NEURON_FIRST.isdisjoint(names))
+  return not ((leaf.field == "bias" and not _EQUINOX_NEURON_FIRST.isdisjoint(names))
+              or (leaf.field == "weight" and not _EQUINOX_ROWS.isdisjoint(names)))
 
 
 def _show(axes: tuple[int, ...]) -> str:
@@ -449,13 +455,13 @@ def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str,
     return tuple(a for a in range(ndim) if a not in kept)
   equinox = _equinox_classes(leaf.module)
   neuron_first = bool(equinox) and leaf.field == "weight" and not (
-      _EQUINOX_NEURON_FIRST.isdisjoint(equinox))
+      (_EQUINOX_NEURON_FIRST | _EQUINOX_ROWS).isdisjoint(equinox))
   if equinox and not neuron_first:
     raise ValueError(
         f"{caller}: {where} is in an Equinox {leaf.module.__name__}, and only the `weight` "  # type: ignore[union-attr]
-        "of Equinox's Linear, Conv and ConvTranspose has a known layout (neurons on axis "
-        "0). Pass neuron_axis= (the axis that indexes its neurons) or axis= (the axes to "
-        "reduce over), or leave it out with mask=.")
+        "of Equinox's Linear, Conv and ConvTranspose (neurons on axis 0) and Embedding "
+        "(rows) has a known layout. Pass neuron_axis= (the axis that indexes its neurons) "
+        "or axis= (the axes to reduce over), or leave it out with mask=.")
   if ndim < 2:
     raise ValueError(
         f"{caller}: leaf '{leaf.name}' has shape {shape}; by default a constrained "

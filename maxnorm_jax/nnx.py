@@ -264,6 +264,34 @@ def _declared_layouts(model: Any, state: Any) -> Callable[[str, Any], Any]:
   return lambda path, leaf: layouts.get(path)
 
 
+def _read_layouts(model: Any, mask: Any, caller: str
+                  ) -> tuple[Callable[[str, Any], tuple[int, ...]], Callable[[PyTree], PyTree]]:
+  """The neuron axes of every Param that ``mask`` selects, read from its module, and the mask.
+
+  Returns ``(neuron_axis, mask)`` for the core constraints: per leaf, by path.
+  """
+  params = nnx.state(model, nnx.Param)
+  owners = _owners(model)
+  leaves, _ = _tree.flatten(params)
+  if mask is None:
+    selected = []
+    for leaf in leaves:
+      module, field = owners.get(leaf.name, (None, ""))
+      selected.append(field == "kernel"
+                      and isinstance(module, tuple(getattr(nnx, c) for c in KERNEL_LAYERS)))
+  else:
+    selected = _tree._selection(params, leaves, mask, caller=caller)
+  layouts: dict[str, tuple[int, ...]] = {}
+  for leaf, chosen in zip(leaves, selected):
+    if chosen:
+      module, field = owners.get(leaf.name, (None, ""))
+      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)),
+                                        module, field, caller)
+  if not layouts:
+    raise ValueError(f"{caller}: the mask selects no Param of the model.")
+  return (lambda path, leaf: layouts[path]), _paths_in(set(layouts))
+
+
 def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
              ) -> optax.GradientTransformation:
   """:func:`maxnorm_jax.max_norm` for ``nnx.state(model, nnx.Param)``, neurons read off the layers.
@@ -316,25 +344,67 @@ def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
     max_norm        query/kernel  (32, 4, 16)  1, 2         0                  64  1
     max_norm        value/kernel  (32, 4, 16)  1, 2         0                  64  1
   """
-  caller = "mnj.nnx.max_norm"
-  params = nnx.state(model, nnx.Param)
-  owners = _owners(model)
-  leaves, _ = _tree.flatten(params)
-  if mask is None:
-    selected = []
-    for leaf in leaves:
-      module, field = owners.get(leaf.name, (None, ""))
-      selected.append(field == "kernel"
-                      and isinstance(module, tuple(getattr(nnx, c) for c in KERNEL_LAYERS)))
-  else:
-    selected = _tree._selection(params, leaves, mask, caller=caller)
-  layouts: dict[str, tuple[int, ...]] = {}
-  for leaf, chosen in zip(leaves, selected):
-    if chosen:
-      module, field = owners.get(leaf.name, (None, ""))
-      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)),
-                                        module, field, caller)
-  if not layouts:
-    raise ValueError(f"{caller}: the mask selects no Param of the model.")
-  return _constraints.max_norm(max_value, neuron_axis=lambda path, leaf: layouts[path],
-                               mask=_paths_in(set(layouts)))
+  neuron_axis, selected = _read_layouts(model, mask, "mnj.nnx.max_norm")
+  return _constraints.max_norm(max_value, neuron_axis=neuron_axis, mask=selected)
+
+
+def min_max_norm(model: Any, min_value: Any = 0.0, max_value: Any = 1.0, rate: Any = 1.0, *,
+                 mask: Any = None) -> optax.GradientTransformation:
+  """:func:`maxnorm_jax.min_max_norm` for an NNX model, neurons read as by :func:`max_norm`.
+
+  Args:
+    model: an NNX module, as for :func:`max_norm`.
+    min_value: as for :func:`maxnorm_jax.min_max_norm` (per leaf too).
+    max_value: as for :func:`maxnorm_jax.min_max_norm` (per leaf too).
+    rate: as for :func:`maxnorm_jax.min_max_norm`.
+    mask: the Params to constrain, as for :func:`max_norm` (kernels by default).
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`maxnorm_jax.NormConstraintState`; put it last in the chain.
+
+  Raises:
+    ValueError: as :func:`max_norm`.
+  """
+  neuron_axis, selected = _read_layouts(model, mask, "mnj.nnx.min_max_norm")
+  return _constraints.min_max_norm(min_value, max_value, rate, neuron_axis=neuron_axis,
+                                   mask=selected)
+
+
+def unit_norm(model: Any, *, mask: Any = None) -> optax.GradientTransformation:
+  """:func:`maxnorm_jax.unit_norm` for an NNX model, neurons read as by :func:`max_norm`.
+
+  Every selected neuron is rescaled to norm 1 after each step: with
+  ``mask=mnj.paths_matching("kernel$", "embedding$")``, each embedding vector
+  and each neuron of every kernel, as nGPT normalises its weights.
+
+  Args:
+    model: an NNX module, as for :func:`max_norm`.
+    mask: the Params to constrain, as for :func:`max_norm` (kernels by default;
+      embeddings are opt-in, by rows).
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`maxnorm_jax.NormConstraintState`; put it last in the chain.
+
+  Raises:
+    ValueError: as :func:`max_norm`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> import maxnorm_jax as mnj
+    >>> class Model(nnx.Module):
+    ...   def __init__(self, rngs):
+    ...     self.embed = nnx.Embed(10, 4, rngs=rngs)
+    ...     self.dense = nnx.Linear(4, 6, rngs=rngs)
+    >>> model = Model(nnx.Rngs(0))
+    >>> rows_and_neurons = mnj.paths_matching("kernel$", "embedding$")
+    >>> tx = optax.chain(optax.adam(1e-3), mnj.nnx.unit_norm(model, mask=rows_and_neurons))
+    >>> print(mnj.describe(tx, nnx.state(model, nnx.Param)))
+    transformation  path             shape  neuron axes  reduced axes  neurons  bound
+    unit_norm       dense/kernel      (4, 6)  1            0                   6  = 1
+    unit_norm       embed/embedding  (10, 4)  0            1                  10  = 1
+  """
+  neuron_axis, selected = _read_layouts(model, mask, "mnj.nnx.unit_norm")
+  return _constraints.unit_norm(neuron_axis=neuron_axis, mask=selected)

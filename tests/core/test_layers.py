@@ -1,0 +1,215 @@
+"""Attention, embeddings and stacked layers of each library, after real updates.
+
+Each case builds a real module (Flax NNX, Linen, Equinox, Haiku), its params and the
+constraint a user would write for it, and names every TRUE neuron: the axes its norm is
+taken over, read off the layer's definition, not off the library under test. An update
+of sgd with a large step pushes every weight past the bound; afterwards every true
+neuron must sit at the bound (within it, and binding), ``describe`` must report the
+same reduced axes, and every leaf that is not constrained must have taken the plain
+sgd step. Each case runs under ``jax.jit``, inside ``optax.MultiSteps`` and on params
+sharded over 8 simulated devices along a reduced axis (which must equal the unsharded
+result). ``nnx.jit`` with ``nnx.Optimizer`` is covered in ``test_nnx_layouts.py``.
+"""
+
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+from jax.sharding import Mesh, NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import maxnorm_jax as mnj
+
+pytestmark = pytest.mark.uses_optax_optimizers
+
+LR = 100.0
+
+
+class Case(NamedTuple):
+  params: object
+  constraint: optax.GradientTransformation
+  neurons: dict  # path -> (axes reduced over for one true neuron, bound)
+
+
+def _nnx_attention():
+  nnx = pytest.importorskip("flax.nnx")
+  model = nnx.MultiHeadAttention(num_heads=2, in_features=16, qkv_features=8, decode=False,
+                                 rngs=nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  qkv = {f"{n}/kernel": ((0,), 1.0) for n in ("query", "key", "value")}  # (in, heads, dim)
+  return Case(params, mnj.nnx.max_norm(model, 1.0),
+              {**qkv, "out/kernel": ((0, 1), 1.0)})                # (heads, dim, out)
+
+
+def _nnx_stacked_ngpt():
+  """nGPT-style: unit norm on the embedding's rows and every neuron of a stack of blocks."""
+  nnx = pytest.importorskip("flax.nnx")
+
+  class Block(nnx.Module):
+    def __init__(self, rngs):
+      self.attention = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8,
+                                              out_features=8, decode=False, rngs=rngs)
+      self.mlp = nnx.Linear(8, 16, rngs=rngs)
+
+  class Model(nnx.Module):
+    def __init__(self, rngs):
+      self.embed = nnx.Embed(24, 8, rngs=rngs)
+      self.blocks = nnx.vmap(Block, in_axes=0, out_axes=0)(rngs.split(3))
+
+  model = Model(nnx.Rngs(0))
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  tx = mnj.nnx.unit_norm(model, mask=mnj.paths_matching("kernel$", "embedding$"))
+  qkv = {f"blocks/attention/{n}/kernel": ((1,), 1.0) for n in ("query", "key", "value")}
+  return Case(params, tx, {**qkv, "blocks/attention/out/kernel": ((1, 2), 1.0),
+                           "blocks/mlp/kernel": ((1,), 1.0), "embed/embedding": ((1,), 1.0)})
+
+
+def _linen_scanned_attention():
+  """Linen keeps no classes in its params: the per-leaf route, with an nn.scan stack."""
+  nn = pytest.importorskip("flax.linen")
+
+  class Block(nn.Module):
+    @nn.compact
+    def __call__(self, x, _):
+      x = x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, name="attn")(x)
+      return x + nn.Dense(8, name="mlp")(x), None
+
+  stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
+  params = stack(name="blocks").init(jax.random.key(0), jnp.ones((1, 4, 8)), None)["params"]
+  # (layers, in, heads, dim) for q/k/v, (layers, heads, dim, out) for out, (layers, in, out).
+  axis = lambda path, leaf: (1, 2) if path == "attn/out/kernel" else 1  # noqa: E731
+  kernels = mnj.paths_matching("kernel$")
+  neurons = {f"attn/{n}/kernel": ((1,), 2.0) for n in ("query", "key", "value")}
+  return Case(params, mnj.max_norm(2.0, axis=axis, mask=kernels),
+              {**neurons, "attn/out/kernel": ((1, 2), 2.0), "mlp/kernel": ((1,), 2.0)})
+
+
+def _equinox_attention():
+  eqx = pytest.importorskip("equinox")
+  model = eqx.nn.MultiheadAttention(num_heads=2, query_size=16, qk_size=4, vo_size=4,
+                                    key=jax.random.key(0))
+  params = eqx.filter(model, eqx.is_array)
+  assert params.query_proj.weight.shape == (8, 16)  # (heads * qk_size, in): Linears
+  names = ("query_proj", "key_proj", "value_proj", "output_proj")
+  return Case(params, mnj.max_norm(1.0), {f"{n}/weight": ((1,), 1.0) for n in names})
+
+
+def _equinox_embedding():
+  eqx = pytest.importorskip("equinox")
+
+  class Model(eqx.Module):
+    embed: eqx.nn.Embedding
+    head: eqx.nn.Linear
+
+    def __init__(self, key):
+      self.embed = eqx.nn.Embedding(24, 8, key=key)
+      self.head = eqx.nn.Linear(8, 16, key=key)
+
+  params = eqx.filter(Model(jax.random.key(0)), eqx.is_array)
+  # The table is opt-in: selected by the mask, it is bounded by rows.
+  bound = lambda path, leaf: 0.5 if path.startswith("embed/") else 1.0  # noqa: E731
+  tx = mnj.max_norm(bound, mask=mnj.paths_matching("weight$"))
+  return Case(params, tx, {"embed/weight": ((1,), 0.5), "head/weight": ((1,), 1.0)})
+
+
+def _haiku_attention_and_embed():
+  hk = pytest.importorskip("haiku")
+
+  def forward(tokens):
+    x = hk.Embed(24, 16, name="embed")(tokens)
+    return hk.MultiHeadAttention(num_heads=2, key_size=4, model_size=16,
+                                 w_init=hk.initializers.VarianceScaling(1.0))(x, x, x)
+
+  params = hk.transform(forward).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
+  # Haiku's params are dicts, without classes: the q/k/v/output hk.Linear's w is
+  # (in, out), right by default; the hk.Embed table's rows are said for its leaf.
+  rows = lambda path, leaf: 0 if path == "embed/embeddings" else None  # noqa: E731
+  mha = {f"multi_head_attention/{n}/w": ((0,), 1.0)
+         for n in ("query", "key", "value", "linear")}
+  return Case(params, mnj.max_norm(1.0, neuron_axis=rows),
+              {**mha, "embed/embeddings": ((1,), 1.0)})
+
+
+CASES = {
+    "nnx-attention": _nnx_attention,
+    "nnx-stacked-ngpt": _nnx_stacked_ngpt,
+    "linen-scanned-attention": _linen_scanned_attention,
+    "equinox-attention": _equinox_attention,
+    "equinox-embedding": _equinox_embedding,
+    "haiku-attention-embed": _haiku_attention_and_embed,
+}
+
+
+def _by_path(tree):
+  return {mnj.path_to_str(p): x for p, x in jax.tree_util.tree_flatten_with_path(tree)[0]}
+
+
+def _grads(params):
+  leaves, treedef = jax.tree.flatten(params)
+  keys = jax.random.split(jax.random.key(7), len(leaves))
+  return treedef.unflatten([jax.random.normal(k, x.shape, x.dtype) for k, x in
+                            zip(keys, leaves)])
+
+
+def _run(tx, params, grads, steps):
+  @jax.jit
+  def step(params, state):
+    updates, state = tx.update(grads, state, params)
+    return optax.apply_updates(params, updates), state
+
+  state = tx.init(params)
+  for _ in range(steps):
+    params, state = step(params, state)
+  return params
+
+
+def _sharded(tree, neurons, mesh):
+  """Each constrained leaf split over the devices along its first reduced axis."""
+  def put(path, x):
+    axes = neurons.get(mnj.path_to_str(path), ((),))[0]
+    split = next((a for a in axes if x.shape[a] % mesh.size == 0), None)
+    spec = [None] * x.ndim
+    if split is not None:
+      spec[split] = "data"
+    return jax.device_put(x, NamedSharding(mesh, P(*spec)))
+
+  return jax.tree_util.tree_map_with_path(put, tree)
+
+
+@pytest.mark.parametrize("mode", ["jit", "multisteps", "sharded"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_true_neuron_ends_at_its_bound(case, mode):
+  params, constraint, neurons = CASES[case]()
+  grads = _grads(params)
+  tx = optax.chain(optax.sgd(LR), constraint)
+  plain = optax.sgd(LR)
+  steps = 1
+  if mode == "multisteps":
+    tx, plain, steps = optax.MultiSteps(tx, 2), optax.MultiSteps(plain, 2), 2
+  got = _run(tx, params, grads, steps)
+  expected_plain = _by_path(_run(plain, params, grads, steps))
+  if mode == "sharded":
+    if jax.device_count() < 8:
+      pytest.skip("needs 8 devices: XLA_FLAGS=--xla_force_host_platform_device_count=8")
+    mesh = Mesh(np.array(jax.devices()[:8]), ("data",))
+    sharded = _sharded(params, neurons, mesh)
+    unsharded = got
+    got = _run(tx, sharded, _sharded(grads, neurons, mesh), steps)
+    for path, leaf in _by_path(got).items():
+      assert leaf.sharding.is_equivalent_to(_by_path(sharded)[path].sharding, leaf.ndim), path
+    for (path, a), b in zip(_by_path(got).items(), _by_path(unsharded).values()):
+      np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6, err_msg=path)
+
+  plan = {row.path: row.reduced_axes for row in mnj.describe(tx, params)}
+  assert plan == {path: reduce for path, (reduce, _) in neurons.items()}
+  for path, leaf in _by_path(got).items():
+    if path in neurons:
+      reduce, bound = neurons[path]
+      norms = np.sqrt(np.sum(np.square(np.asarray(leaf, np.float64)), axis=reduce))
+      assert norms.max() <= bound * (1 + 1e-6), path
+      np.testing.assert_allclose(norms, bound, rtol=1e-5, err_msg=path)  # all overshot
+    else:  # not constrained: the plain sgd step
+      np.testing.assert_allclose(leaf, expected_plain[path], rtol=1e-6, err_msg=path)
