@@ -2,7 +2,8 @@
 
 * Every ```python block of README.md, PACKAGE.md (the package index page) and docs/*.md runs
   in a fresh namespace, and what it prints must be the ``# comments`` of its ``print(...)``
-  lines, in order (whitespace aside).
+  lines, in order (whitespace aside): the comment on the line itself or, for output of
+  several lines (a table), the comment lines right below it.
 * Every docstring example of the public API runs with no globals but its own imports.
 * The API reference documents every public name; relative links point at files that exist.
 
@@ -23,7 +24,11 @@ import maxnorm_jax as mnj
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "PACKAGE.md", *sorted((ROOT / "docs").glob("*.md"))]
 NEEDS = ("flax", "equinox", "haiku")  # a block importing one of these is skipped without it
-PRINTED = re.compile(r"^\s*print\(.*\)\s+# (.+)$", re.M)
+# print(...)  # output            or            print(...)
+#                                                # output line 1
+#                                                # output line 2
+PRINTED = re.compile(r"^[ \t]*print\(.*\)(?:[ \t]+# (.+)$|[ \t]*\n((?:[ \t]*# .*(?:\n|$))+))",
+                     re.M)
 
 
 def _blocks():
@@ -43,7 +48,8 @@ def test_example_prints_what_its_comments_say(page, block):
   library = _library(block)
   if library != "core":
     pytest.importorskip(library)
-  expected = PRINTED.findall(block)
+  expected = [inline or re.sub(r"^[ \t]*# ", "", below, flags=re.M)
+              for inline, below in PRINTED.findall(block)]
   assert expected, f"each example in {page.name} should show its output in comments"
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -64,7 +70,7 @@ def _documented():
   """Each public object with a docstring example, by its public name."""
   objects = [(name, getattr(mnj, name)) for name in mnj.__all__]
   objects.append(("maxnorm_jax", mnj))
-  for name in ("constraints_from", "max_norm"):
+  for name in ("constraints_from", "max_norm", "min_max_norm", "unit_norm"):
     try:
       objects.append((f"nnx.{name}", getattr(mnj.nnx, name)))
     except ModuleNotFoundError:  # no flax: its test is skipped below
@@ -97,7 +103,8 @@ def test_api_reference_documents_every_public_name():
   api = (ROOT / "docs" / "api.md").read_text()
   documented = set(re.findall(r"^\.\. auto(?:function|class|data):: ([\w.]+)", api, re.M))
   assert set(mnj.__all__) <= documented
-  assert {"maxnorm_jax.nnx.constraints_from", "maxnorm_jax.nnx.max_norm"} <= documented
+  assert {f"maxnorm_jax.nnx.{name}" for name in (
+      "constraints_from", "max_norm", "min_max_norm", "unit_norm")} <= documented
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.name != "PACKAGE.md"],
