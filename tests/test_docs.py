@@ -70,11 +70,13 @@ def _documented():
   """Each public object with a docstring example, by its public name."""
   objects = [(name, getattr(mnj, name)) for name in mnj.__all__]
   objects.append(("maxnorm_jax", mnj))
-  for name in ("constraints_from", "max_norm", "min_max_norm", "unit_norm"):
+  for name in ("nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
+               "linen.max_norm", "linen.min_max_norm", "linen.unit_norm"):
+    module, function = name.split(".")
     try:
-      objects.append((f"nnx.{name}", getattr(mnj.nnx, name)))
+      objects.append((name, getattr(getattr(mnj, module), function)))
     except ModuleNotFoundError:  # no flax: its test is skipped below
-      objects.append((f"nnx.{name}", None))
+      objects.append((name, None))
   return objects
 
 
@@ -84,7 +86,7 @@ def _documented():
     ids=[n for n, _ in _documented()])
 def test_docstring_example_runs_in_a_fresh_namespace(name, obj):
   if obj is None:
-    pytest.skip("maxnorm_jax.nnx needs flax")
+    pytest.skip("maxnorm_jax.nnx and maxnorm_jax.linen need flax")
   finder = doctest.DocTestFinder(recurse=False)
   runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
   tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
@@ -103,8 +105,9 @@ def test_api_reference_documents_every_public_name():
   api = (ROOT / "docs" / "api.md").read_text()
   documented = set(re.findall(r"^\.\. auto(?:function|class|data):: ([\w.]+)", api, re.M))
   assert set(mnj.__all__) <= documented
-  assert {f"maxnorm_jax.nnx.{name}" for name in (
-      "constraints_from", "max_norm", "min_max_norm", "unit_norm")} <= documented
+  assert {f"maxnorm_jax.{name}" for name in (
+      "nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
+      "linen.max_norm", "linen.min_max_norm", "linen.unit_norm")} <= documented
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.name != "PACKAGE.md"],

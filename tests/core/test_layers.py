@@ -68,7 +68,7 @@ def _nnx_stacked_ngpt():
 
 
 def _linen_scanned_attention():
-  """Linen keeps no classes in its params: the per-leaf route, with an nn.scan stack."""
+  """Linen keeps no classes in its params: mnj.linen reads them from an init."""
   nn = pytest.importorskip("flax.linen")
 
   class Block(nn.Module):
@@ -77,14 +77,21 @@ def _linen_scanned_attention():
       x = x + nn.MultiHeadDotProductAttention(num_heads=2, qkv_features=8, name="attn")(x)
       return x + nn.Dense(8, name="mlp")(x), None
 
-  stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True}, length=3)
-  params = stack(name="blocks").init(jax.random.key(0), jnp.ones((1, 4, 8)), None)["params"]
+  class Model(nn.Module):
+    @nn.compact
+    def __call__(self, tokens):
+      x = nn.Embed(24, 8, name="embed")(tokens)
+      stack = nn.scan(Block, variable_axes={"params": 0}, split_rngs={"params": True},
+                      length=3)
+      return stack(name="blocks")(x, None)[0]
+
+  tokens = jnp.zeros((1, 4), jnp.int32)
+  params = Model().init(jax.random.key(0), tokens)["params"]
+  tx = mnj.linen.max_norm(Model(), tokens, 2.0, mask=mnj.paths_matching("kernel$", "embedding$"))
   # (layers, in, heads, dim) for q/k/v, (layers, heads, dim, out) for out, (layers, in, out).
-  axis = lambda path, leaf: (1, 2) if path == "attn/out/kernel" else 1  # noqa: E731
-  kernels = mnj.paths_matching("kernel$")
-  neurons = {f"attn/{n}/kernel": ((1,), 2.0) for n in ("query", "key", "value")}
-  return Case(params, mnj.max_norm(2.0, axis=axis, mask=kernels),
-              {**neurons, "attn/out/kernel": ((1, 2), 2.0), "mlp/kernel": ((1,), 2.0)})
+  neurons = {f"blocks/attn/{n}/kernel": ((1,), 2.0) for n in ("query", "key", "value")}
+  return Case(params, tx, {**neurons, "blocks/attn/out/kernel": ((1, 2), 2.0),
+                           "blocks/mlp/kernel": ((1,), 2.0), "embed/embedding": ((1,), 2.0)})
 
 
 def _equinox_attention():

@@ -95,7 +95,7 @@ def test_conv_transpose(transpose_kernel):
 
 def test_embed_by_rows_only_when_opted_in():
   model = nnx.Embed(20, 6, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="selects no Param"):
+  with pytest.raises(ValueError, match="selects no parameter"):
     mnj.nnx.max_norm(model, 1.0)  # embeddings are opt-in
   tx = _step(model, mask=mnj.paths_matching("embedding"))
   _assert_at_bound(model.embedding[...], (1,))
