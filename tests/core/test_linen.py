@@ -15,7 +15,7 @@ nn = pytest.importorskip("flax.linen")
 
 
 def _reduced(tx, module, *args):
-  params = module.init(jax.random.key(0), *args)["params"]
+  params = jax.eval_shape(module.init, jax.random.key(0), *args)["params"]
   return {row.path: row.reduced_axes for row in mnj.describe(tx, params)}
 
 
