@@ -59,7 +59,8 @@ def _own_layout(module: Any, field: str, shape: tuple[int, ...]) -> _tree.OwnLay
 def _reader(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
             ) -> tuple[Any, _tree.ModuleLayouts]:
   """The params of ``module.init(key, *args, **kwargs)`` (as shapes) and their modules."""
-  owners: dict[str, tuple[Any, str, tuple[int, ...]]] = {}
+  owners: dict[str, tuple[Any, str]] = {}  # path -> (layer, field)
+  layouts: dict[tuple[int, str], _tree.OwnLayout] = {}  # (id(layer), field) -> its own layout
 
   def note(next_fun: Any, call_args: Any, call_kwargs: Any, context: Any) -> Any:
     out = next_fun(*call_args, **call_kwargs)
@@ -67,7 +68,8 @@ def _reader(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
     if layer.scope is not None:
       for field, value in nn.unbox(layer.variables.get("params", {})).items():
         if hasattr(value, "shape"):  # a param, not a submodule's dict
-          owners["/".join((*map(str, layer.path), field))] = (layer, field, tuple(value.shape))
+          owners["/".join((*map(str, layer.path), field))] = (layer, field)
+          layouts[id(layer), field] = _own_layout(layer, field, tuple(value.shape))
     return out
 
   key = jax.random.key(0)
@@ -77,16 +79,9 @@ def _reader(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]
   if "params" not in variables:
     raise ValueError("mnj.linen: the module's init makes no params.")
   kernel_layers = tuple(getattr(nn, c) for c in KERNEL_LAYERS)
-
-  def owner(name: str) -> tuple[Any, str]:
-    layer, field, _ = owners.get(name, (None, "", ()))
-    return layer, field
-
   return variables["params"], _tree.ModuleLayouts(
-      owner=owner,
-      own_layout=lambda layer, field: (
-          None if layer is None else _own_layout(layer, field, owners[
-              "/".join((*map(str, layer.path), field))][2])),
+      owner=lambda name: owners.get(name, (None, "")),
+      own_layout=lambda layer, field: layouts.get((id(layer), field)),
       is_kernel=lambda layer, field: field == "kernel" and isinstance(layer, kernel_layers),
       known=f"nn.{', nn.'.join(KERNEL_LAYERS)} kernels and nn.Embed rows",
       stack_hint="nn.scan or nn.vmap with variable_axes={'params': 0}")
