@@ -71,11 +71,12 @@ def _documented():
   objects = [(name, getattr(mnj, name)) for name in mnj.__all__]
   objects.append(("maxnorm_jax", mnj))
   for name in ("nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
-               "linen.max_norm", "linen.min_max_norm", "linen.unit_norm"):
+               "linen.max_norm", "linen.min_max_norm", "linen.unit_norm",
+               "haiku.max_norm", "haiku.min_max_norm", "haiku.unit_norm"):
     module, function = name.split(".")
     try:
       objects.append((name, getattr(getattr(mnj, module), function)))
-    except ModuleNotFoundError:  # no flax: its test is skipped below
+    except ModuleNotFoundError:  # no flax or haiku: its test is skipped below
       objects.append((name, None))
   return objects
 
@@ -86,7 +87,7 @@ def _documented():
     ids=[n for n, _ in _documented()])
 def test_docstring_example_runs_in_a_fresh_namespace(name, obj):
   if obj is None:
-    pytest.skip("maxnorm_jax.nnx and maxnorm_jax.linen need flax")
+    pytest.skip(f"maxnorm_jax.{name.split('.')[0]} needs a library that is not installed")
   finder = doctest.DocTestFinder(recurse=False)
   runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
   tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
@@ -107,7 +108,8 @@ def test_api_reference_documents_every_public_name():
   assert set(mnj.__all__) <= documented
   assert {f"maxnorm_jax.{name}" for name in (
       "nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
-      "linen.max_norm", "linen.min_max_norm", "linen.unit_norm")} <= documented
+      "linen.max_norm", "linen.min_max_norm", "linen.unit_norm",
+      "haiku.max_norm", "haiku.min_max_norm", "haiku.unit_norm")} <= documented
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.name != "PACKAGE.md"],

@@ -108,29 +108,32 @@ def _equinox_attention_and_embedding():
                            **{f"attention/{n}/weight": ((1,), 1.0) for n in names}})
 
 
-def _haiku_attention_and_embed():
+def _haiku_stacked_attention_and_embed():
   hk = pytest.importorskip("haiku")
 
   def forward(tokens):
     x = hk.Embed(24, 16, name="embed")(tokens)
-    return hk.MultiHeadAttention(num_heads=2, key_size=4, model_size=16,
-                                 w_init=hk.initializers.VarianceScaling(1.0))(x, x, x)
+    attention = lambda x: x + hk.MultiHeadAttention(  # noqa: E731
+        num_heads=2, key_size=4, model_size=16, w_init=hk.initializers.VarianceScaling(1.0))(
+            x, x, x)
+    return hk.layer_stack(3)(attention)(x)
 
-  params = hk.transform(forward).init(jax.random.key(0), jnp.zeros((1, 4), jnp.int32))
-  # Haiku's params are dicts, without classes: the q/k/v/output hk.Linear's w is
-  # (in, out), right by default; the hk.Embed table's rows are said for its leaf.
-  rows = lambda path, leaf: 0 if path == "embed/embeddings" else None  # noqa: E731
-  mha = {f"multi_head_attention/{n}/w": ((0,), 1.0)
+  net = hk.transform(forward)
+  tokens = jnp.zeros((1, 4), jnp.int32)
+  params = net.init(jax.random.key(0), tokens)
+  # Haiku's params are dicts, without classes: mnj.haiku reads them from an init. Its
+  # q/k/v/output hk.Linear's w is (layers, in, out); the hk.Embed table by rows.
+  tx = mnj.haiku.max_norm(net, tokens, 1.0, mask=mnj.paths_matching("w$", "embeddings$"))
+  mha = {f"__layer_stack_no_per_layer/multi_head_attention/{n}/w": ((1,), 1.0)
          for n in ("query", "key", "value", "linear")}
-  return Case(params, mnj.max_norm(1.0, neuron_axis=rows),
-              {**mha, "embed/embeddings": ((1,), 1.0)})
+  return Case(params, tx, {**mha, "embed/embeddings": ((1,), 1.0)})
 
 
 CASES = {  # each built once, for all modes: params and transformations are immutable
     "nnx-stacked-ngpt": functools.cache(_nnx_stacked_ngpt),
     "linen-scanned-attention": functools.cache(_linen_scanned_attention),
     "equinox-attention-embedding": functools.cache(_equinox_attention_and_embedding),
-    "haiku-attention-embed": functools.cache(_haiku_attention_and_embed),
+    "haiku-stacked-attention-embed": functools.cache(_haiku_stacked_attention_and_embed),
 }
 
 
