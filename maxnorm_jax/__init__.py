@@ -5,8 +5,9 @@
 
 Each constraint rewrites the updates so that ``params + updates`` satisfies it,
 so it needs ``params`` in ``tx.update`` and belongs last in a chain.
-``mnj.nnx`` (constraints declared on Flax NNX parameters) imports Flax, on
-first use only.
+``mnj.nnx`` (Flax NNX: layouts read from the modules, constraints declared
+on parameters), ``mnj.linen`` and ``mnj.haiku`` (layouts read from an
+``init``) import Flax or Haiku, on first use only.
 """
 
 import importlib as _importlib
@@ -49,7 +50,7 @@ __all__ = (
     "unit_norm",
 )
 
-_SUBMODULES = ("nnx",)  # optional, with dependencies of their own
+_SUBMODULES = ("haiku", "linen", "nnx")  # optional, with dependencies of their own
 
 
 def __getattr__(name: str) -> _Any:

@@ -209,11 +209,12 @@ def max_norm(max_value: Bound = 3.0, *, axis: LeafAxis = None, neuron_axis: Leaf
       is taken over all the others (``(0, -1)`` for a stacked ``(layers, in,
       out)`` kernel: one neuron per layer and output). By default the last axis
       (Flax, Haiku, Keras), and axis 0 for the weights of Equinox's Linear,
-      Conv and ConvTranspose. Per leaf as ``axis``. With
+      Conv, ConvTranspose and Embedding (rows). Per leaf as ``axis``. With
       ``optax.inject_hyperparams``, list ``axis``/``neuron_axis`` in ``static_args``.
     mask: which leaves to constrain: ``None`` for every kernel (every leaf of
-      rank >= 2 except an Equinox convolution's bias), a pytree of bools, or a
-      callable such as :func:`paths_matching`.
+      rank >= 2 except an Equinox convolution's bias and an Equinox
+      Embedding's table, which is opt-in), a pytree of bools, or a callable
+      such as :func:`paths_matching`.
 
   Returns:
     An ``optax.GradientTransformation`` whose state is a

@@ -301,6 +301,10 @@ def _selection(params: PyTree, leaves: list[Leaf], mask: Mask, *, caller: str) -
 # Equinox layers whose `weight` holds one neuron per row (out, in, ...), by
 # class name: Linear, Conv (1d/2d/3d), ConvTranspose (1d/2d/3d).
 _EQUINOX_NEURON_FIRST = frozenset({"Linear", "Conv", "ConvTranspose"})
+# Equinox layers whose `weight` is a table of rows (one embedding vector each):
+# constrained by rows, only when a mask selects it (a bound on a table is a
+# modelling choice; the default mask leaves it out).
+_EQUINOX_ROWS = frozenset({"Embedding"})
 
 
 class Layout(NamedTuple):
@@ -394,11 +398,13 @@ def _equinox_classes(module: type | None) -> list[str]:
 
 
 def is_kernel(leaf: Leaf) -> bool:
-  """The default mask: rank >= 2, but not an Equinox convolution's ``(out, 1, ..., 1)`` bias."""
+  """The default mask: rank >= 2, but not an Equinox convolution's ``(out, 1, ..., 1)`` bias
+  nor an Equinox ``Embedding``'s table (embeddings are opt-in)."""
   if np.ndim(leaf.value) < 2:
     return False
   names = _equinox_classes(leaf.module)
-  return not (leaf.field == "bias" and not _EQUINOX_NEURON_FIRST.isdisjoint(names))
+  return not ((leaf.field == "bias" and not _EQUINOX_NEURON_FIRST.isdisjoint(names))
+              or (leaf.field == "weight" and not _EQUINOX_ROWS.isdisjoint(names)))
 
 
 def _show(axes: tuple[int, ...]) -> str:
@@ -449,19 +455,116 @@ def reduction_axes(leaf: Leaf, layout: Layout, *, caller: str,
     return tuple(a for a in range(ndim) if a not in kept)
   equinox = _equinox_classes(leaf.module)
   neuron_first = bool(equinox) and leaf.field == "weight" and not (
-      _EQUINOX_NEURON_FIRST.isdisjoint(equinox))
+      (_EQUINOX_NEURON_FIRST | _EQUINOX_ROWS).isdisjoint(equinox))
   if equinox and not neuron_first:
     raise ValueError(
         f"{caller}: {where} is in an Equinox {leaf.module.__name__}, and only the `weight` "  # type: ignore[union-attr]
-        "of Equinox's Linear, Conv and ConvTranspose has a known layout (neurons on axis "
-        "0). Pass neuron_axis= (the axis that indexes its neurons) or axis= (the axes to "
-        "reduce over), or leave it out with mask=.")
+        "of Equinox's Linear, Conv and ConvTranspose (neurons on axis 0) and Embedding "
+        "(rows) has a known layout. Pass neuron_axis= (the axis that indexes its neurons) "
+        "or axis= (the axes to reduce over), or leave it out with mask=.")
   if ndim < 2:
     raise ValueError(
         f"{caller}: leaf '{leaf.name}' has shape {shape}; by default a constrained "
         "leaf needs rank >= 2 (neurons on the last axis). Leave it out of the mask, "
         "or pass neuron_axis= or axis= to say where its neurons are.")
   return tuple(range(1, ndim)) if neuron_first else tuple(range(ndim - 1))
+
+
+# ---------------------------------------------------------------- layouts read from modules
+
+# A layer's own layout for one of its params: (the shape the layer makes, its neuron
+# axes); a str says why the layer cannot be read; None, no known layout.
+OwnLayout = tuple[tuple[int, ...], tuple[int, ...]] | str | None
+
+
+def einsum_neurons(equation: str, kernel_rank: int) -> tuple[int, ...] | str:
+  """The kernel axes of an ``"inputs,kernel->output"`` einsum that reach its output.
+
+  Returns a reason (a str) when the equation cannot be read that way.
+  """
+  compact = str(equation).replace(" ", "")
+  if "->" not in compact or compact.count(",") != 1 or "." in compact:
+    return f"its equation {equation!r} is not 'inputs,kernel->output' with explicit letters"
+  operands, output = compact.split("->")
+  kernel = operands.split(",")[1]
+  if len(set(kernel)) != len(kernel) or len(kernel) != kernel_rank:
+    return f"the kernel's letters in {equation!r} do not index its axes one by one"
+  neurons = tuple(i for i, letter in enumerate(kernel) if letter in output)
+  if not neurons or len(neurons) == len(kernel):
+    return (f"in {equation!r} the kernel has no axis reduced over, or none "
+            "that reaches the output")
+  return neurons
+
+
+class ModuleLayouts(NamedTuple):
+  """How a library's modules say where their params' neurons lie.
+
+  Attributes:
+    owner: a leaf's path -> (its module, the module's name for the param); (None, "")
+      when unknown.
+    own_layout: (module, field) -> the layer's :data:`OwnLayout`.
+    is_kernel: (module, field) -> whether the default mask selects it.
+    known: the layouts read, for messages ("nnx.Linear, ... kernels").
+    stack_hint: how a stack must be made for its layer axes to lead, for messages.
+  """
+  owner: Callable[[str], tuple[Any, str]]
+  own_layout: Callable[[Any, str], OwnLayout]
+  is_kernel: Callable[[Any, str], bool]
+  known: str
+  stack_hint: str
+
+
+def stacked_neuron_axes(name: str, shape: tuple[int, ...], module: Any, field: str,
+                        reader: ModuleLayouts, *, caller: str) -> tuple[int, ...]:
+  """The neuron axes of a param of ``shape``: its layer's own, after the axes of a stack.
+
+  Raises:
+    ValueError: naming the leaf and the module's class, if the layer has no known
+      layout or ``shape`` does not end in the shape the layer makes.
+  """
+  own = reader.own_layout(module, field)
+  cls = type(module).__name__
+  if own is None or isinstance(own, str):
+    why = f"{own}, so it" if isinstance(own, str) else "it"
+    raise ValueError(
+        f"{caller}: the mask selects '{name}' of shape {shape}, the '{field}' of a {cls}, "
+        f"but {why} has no layout {caller} knows (it reads those of {reader.known}). "
+        "Leave it out with mask=, or constrain it with mnj.max_norm(..., neuron_axis=...) "
+        "where its neurons are said per leaf.")
+  own_shape, neurons = own
+  stack = len(shape) - len(own_shape)
+  if stack < 0 or tuple(shape[stack:]) != tuple(own_shape):
+    raise ValueError(
+        f"{caller}: '{name}' of a {cls} has shape {shape}, which does not end in the "
+        f"{tuple(own_shape)} the layer makes: its layout cannot be read. The axes of a "
+        f"stack must lead ({reader.stack_hint}); otherwise constrain it with "
+        "mnj.max_norm(..., neuron_axis=...).")
+  return tuple(range(stack)) + tuple(stack + a for a in neurons)
+
+
+def module_layouts(params: PyTree, reader: ModuleLayouts, mask: Mask, *, caller: str
+                   ) -> tuple[Callable[[str, Any], tuple[int, ...]], Callable[[PyTree], PyTree]]:
+  """``(neuron_axis, mask)`` for a core constraint: the selected leaves, by path, and the
+  neuron axes of each, read from its module.
+
+  Raises:
+    ValueError: if the mask selects nothing, or a leaf whose layout cannot be read.
+  """
+  leaves, _ = flatten(params)
+  if mask is None:
+    selected = [reader.is_kernel(*reader.owner(leaf.name)) for leaf in leaves]
+  else:
+    selected = _selection(params, leaves, mask, caller=caller)
+  layouts: dict[str, tuple[int, ...]] = {}
+  for leaf, chosen in zip(leaves, selected):
+    if chosen:
+      module, field = reader.owner(leaf.name)
+      layouts[leaf.name] = stacked_neuron_axes(leaf.name, tuple(np.shape(leaf.value)),
+                                               module, field, reader, caller=caller)
+  if not layouts:
+    raise ValueError(f"{caller}: the mask selects no parameter of the model.")
+  return (lambda path, leaf: layouts[path]), lambda tree: jax.tree_util.tree_map_with_path(
+      lambda path, _: path_to_str(path) in layouts, tree)
 
 
 # ---------------------------------------------------------------- bounds

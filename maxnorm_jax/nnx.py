@@ -167,28 +167,7 @@ def constraints_from(model: Any, wrt: Any = nnx.Param) -> optax.GradientTransfor
 KERNEL_LAYERS = ("Linear", "LinearGeneral", "Einsum", "Conv", "ConvTranspose")
 
 
-def _einsum_neurons(module: Any) -> tuple[int, ...] | str:
-  """The kernel axes of an ``nnx.Einsum`` that reach its output: its neurons.
-
-  Returns a reason (a str) when the equation cannot be read that way.
-  """
-  equation = str(module.einsum_str).replace(" ", "")
-  if "->" not in equation or equation.count(",") != 1 or "." in equation:
-    return (f"its equation {module.einsum_str!r} is not 'inputs,kernel->output' with "
-            "explicit letters")
-  operands, output = equation.split("->")
-  kernel = operands.split(",")[1]
-  if len(set(kernel)) != len(kernel) or len(kernel) != len(module.kernel_shape):
-    return f"the kernel's letters in {module.einsum_str!r} do not index its axes one by one"
-  neurons = tuple(i for i, letter in enumerate(kernel) if letter in output)
-  if not neurons or len(neurons) == len(kernel):
-    return (f"in {module.einsum_str!r} the kernel has no axis reduced over, or none "
-            "that reaches the output")
-  return neurons
-
-
-def _own_layout(module: Any, field: str
-                ) -> tuple[tuple[int, ...], tuple[int, ...]] | str | None:
+def _own_layout(module: Any, field: str) -> _tree.OwnLayout:
   """``(shape, neuron axes)`` of ``module.<field>`` as the layer makes it, unstacked.
 
   None when the layer has no known layout for that field; a str says why an
@@ -205,7 +184,7 @@ def _own_layout(module: Any, field: str
   if isinstance(module, nnx.Linear):
     return (module.in_features, module.out_features), (1,)
   if isinstance(module, nnx.Einsum):
-    neurons = _einsum_neurons(module)
+    neurons = _tree.einsum_neurons(module.einsum_str, len(module.kernel_shape))
     return neurons if isinstance(neurons, str) else (tuple(module.kernel_shape), neurons)
   if isinstance(module, nnx.ConvTranspose):
     rank = len(module.kernel_shape)  # (*window, in, out), or (*window, out, in) transposed
@@ -216,52 +195,40 @@ def _own_layout(module: Any, field: str
   return None
 
 
-def _owners(model: Any) -> dict[str, tuple[Any, str]]:
-  """Each Param's path (as :func:`maxnorm_jax.path_to_str` writes it): its module and field."""
+def _reader(model: Any) -> _tree.ModuleLayouts:
+  """Each Param's module, read from the graph of ``model``, and the layouts of NNX layers."""
   nodes = dict(nnx.graph.iter_graph(model))
   owners = {}
   for path, node in nodes.items():
     if isinstance(node, nnx.Param) and path:
       owners["/".join(str(k) for k in path)] = (nodes.get(tuple(path[:-1])), str(path[-1]))
-  return owners
-
-
-def _neuron_axes(name: str, shape: tuple[int, ...], module: Any, field: str,
-                 caller: str) -> tuple[int, ...]:
-  """The neuron axes of a Param of ``shape``: the layer's own, after its stack axes."""
-  own = _own_layout(module, field)
-  cls = type(module).__name__
-  if own is None or isinstance(own, str):
-    why = f"{own}, so it" if isinstance(own, str) else "it"
-    raise ValueError(
-        f"{caller}: the mask selects '{name}' of shape {shape}, the '{field}' of a {cls}, "
-        f"but {why} has no layout mnj.nnx.max_norm knows (it reads those of nnx."
-        f"{', nnx.'.join(KERNEL_LAYERS)} kernels and nnx.Embed rows). Leave it out with "
-        "mask=, or constrain it with mnj.max_norm(..., neuron_axis=...) where its neurons "
-        "are said per leaf.")
-  own_shape, neurons = own
-  stack = len(shape) - len(own_shape)
-  if stack < 0 or tuple(shape[stack:]) != tuple(own_shape):
-    raise ValueError(
-        f"{caller}: '{name}' of a {cls} has shape {shape}, which does not end in the "
-        f"{tuple(own_shape)} the layer makes: its layout cannot be read. The axes of a "
-        "stack must lead (nnx.vmap or nnx.scan with out_axes=0); otherwise constrain it "
-        "with mnj.max_norm(..., neuron_axis=...).")
-  return tuple(range(stack)) + tuple(stack + a for a in neurons)
+  kernel_layers = tuple(getattr(nnx, c) for c in KERNEL_LAYERS)
+  return _tree.ModuleLayouts(
+      owner=lambda name: owners.get(name, (None, "")),
+      own_layout=_own_layout,
+      is_kernel=lambda module, field: field == "kernel" and isinstance(module, kernel_layers),
+      known=f"nnx.{', nnx.'.join(KERNEL_LAYERS)} kernels and nnx.Embed rows",
+      stack_hint="nnx.vmap or nnx.scan with out_axes=0")
 
 
 def _declared_layouts(model: Any, state: Any) -> Callable[[str, Any], Any]:
   """Per-leaf neuron axes for :func:`constraints_from`: the owner's, or None (the default)."""
-  owners = _owners(model)
+  reader = _reader(model)
   layouts: dict[str, tuple[int, ...] | None] = {}
   for leaf in _tree.flatten(state)[0]:
-    module, field = owners.get(leaf.name, (None, ""))
+    module, field = reader.owner(leaf.name)
     own = _own_layout(module, field)
     shape = tuple(np.shape(leaf.value))
     if (own is not None and not isinstance(own, str) and len(shape) >= len(own[0])
         and shape[len(shape) - len(own[0]):] == tuple(own[0])):
-      layouts[leaf.name] = _neuron_axes(leaf.name, shape, module, field, "constraints_from")
+      layouts[leaf.name] = _tree.stacked_neuron_axes(leaf.name, shape, module, field, reader,
+                                                     caller="constraints_from")
   return lambda path, leaf: layouts.get(path)
+
+
+def _layouts(model: Any, mask: Any, caller: str) -> tuple[Any, Any]:
+  return _tree.module_layouts(nnx.state(model, nnx.Param), _reader(model), mask,
+                              caller=caller)
 
 
 def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
@@ -316,25 +283,67 @@ def max_norm(model: Any, max_value: Any = 3.0, *, mask: Any = None
     max_norm        query/kernel  (32, 4, 16)  1, 2         0                  64  1
     max_norm        value/kernel  (32, 4, 16)  1, 2         0                  64  1
   """
-  caller = "mnj.nnx.max_norm"
-  params = nnx.state(model, nnx.Param)
-  owners = _owners(model)
-  leaves, _ = _tree.flatten(params)
-  if mask is None:
-    selected = []
-    for leaf in leaves:
-      module, field = owners.get(leaf.name, (None, ""))
-      selected.append(field == "kernel"
-                      and isinstance(module, tuple(getattr(nnx, c) for c in KERNEL_LAYERS)))
-  else:
-    selected = _tree._selection(params, leaves, mask, caller=caller)
-  layouts: dict[str, tuple[int, ...]] = {}
-  for leaf, chosen in zip(leaves, selected):
-    if chosen:
-      module, field = owners.get(leaf.name, (None, ""))
-      layouts[leaf.name] = _neuron_axes(leaf.name, tuple(np.shape(leaf.value)),
-                                        module, field, caller)
-  if not layouts:
-    raise ValueError(f"{caller}: the mask selects no Param of the model.")
-  return _constraints.max_norm(max_value, neuron_axis=lambda path, leaf: layouts[path],
-                               mask=_paths_in(set(layouts)))
+  neuron_axis, selected = _layouts(model, mask, "mnj.nnx.max_norm")
+  return _constraints.max_norm(max_value, neuron_axis=neuron_axis, mask=selected)
+
+
+def min_max_norm(model: Any, min_value: Any = 0.0, max_value: Any = 1.0, rate: Any = 1.0, *,
+                 mask: Any = None) -> optax.GradientTransformation:
+  """:func:`maxnorm_jax.min_max_norm` for an NNX model, neurons read as by :func:`max_norm`.
+
+  Args:
+    model: an NNX module, as for :func:`max_norm`.
+    min_value: as for :func:`maxnorm_jax.min_max_norm` (per leaf too).
+    max_value: as for :func:`maxnorm_jax.min_max_norm` (per leaf too).
+    rate: as for :func:`maxnorm_jax.min_max_norm`.
+    mask: the Params to constrain, as for :func:`max_norm` (kernels by default).
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`maxnorm_jax.NormConstraintState`; put it last in the chain.
+
+  Raises:
+    ValueError: as :func:`max_norm`.
+  """
+  neuron_axis, selected = _layouts(model, mask, "mnj.nnx.min_max_norm")
+  return _constraints.min_max_norm(min_value, max_value, rate, neuron_axis=neuron_axis,
+                                   mask=selected)
+
+
+def unit_norm(model: Any, *, mask: Any = None) -> optax.GradientTransformation:
+  """:func:`maxnorm_jax.unit_norm` for an NNX model, neurons read as by :func:`max_norm`.
+
+  Every selected neuron is rescaled to norm 1 after each step: with
+  ``mask=mnj.paths_matching("kernel$", "embedding$")``, each embedding vector
+  and each neuron of every kernel, as nGPT normalises its weights.
+
+  Args:
+    model: an NNX module, as for :func:`max_norm`.
+    mask: the Params to constrain, as for :func:`max_norm` (kernels by default;
+      embeddings are opt-in, by rows).
+
+  Returns:
+    An ``optax.GradientTransformation`` whose state is a
+    :class:`maxnorm_jax.NormConstraintState`; put it last in the chain.
+
+  Raises:
+    ValueError: as :func:`max_norm`.
+
+  Examples:
+    >>> import jax.numpy as jnp, optax
+    >>> from flax import nnx
+    >>> import maxnorm_jax as mnj
+    >>> class Model(nnx.Module):
+    ...   def __init__(self, rngs):
+    ...     self.embed = nnx.Embed(10, 4, rngs=rngs)
+    ...     self.dense = nnx.Linear(4, 6, rngs=rngs)
+    >>> model = Model(nnx.Rngs(0))
+    >>> rows_and_neurons = mnj.paths_matching("kernel$", "embedding$")
+    >>> tx = optax.chain(optax.adam(1e-3), mnj.nnx.unit_norm(model, mask=rows_and_neurons))
+    >>> print(mnj.describe(tx, nnx.state(model, nnx.Param)))
+    transformation  path             shape  neuron axes  reduced axes  neurons  bound
+    unit_norm       dense/kernel      (4, 6)  1            0                   6  = 1
+    unit_norm       embed/embedding  (10, 4)  0            1                  10  = 1
+  """
+  neuron_axis, selected = _layouts(model, mask, "mnj.nnx.unit_norm")
+  return _constraints.unit_norm(neuron_axis=neuron_axis, mask=selected)

@@ -2,7 +2,8 @@
 
 * Every ```python block of README.md, PACKAGE.md (the package index page) and docs/*.md runs
   in a fresh namespace, and what it prints must be the ``# comments`` of its ``print(...)``
-  lines, in order (whitespace aside).
+  lines, in order (whitespace aside): the comment on the line itself or, for output of
+  several lines (a table), the comment lines right below it.
 * Every docstring example of the public API runs with no globals but its own imports.
 * The API reference documents every public name; relative links point at files that exist.
 
@@ -23,7 +24,11 @@ import maxnorm_jax as mnj
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 PAGES = [ROOT / "README.md", ROOT / "PACKAGE.md", *sorted((ROOT / "docs").glob("*.md"))]
 NEEDS = ("flax", "equinox", "haiku")  # a block importing one of these is skipped without it
-PRINTED = re.compile(r"^\s*print\(.*\)\s+# (.+)$", re.M)
+# print(...)  # output            or            print(...)
+#                                                # output line 1
+#                                                # output line 2
+PRINTED = re.compile(r"^[ \t]*print\(.*\)(?:[ \t]+# (.+)$|[ \t]*\n((?:[ \t]*# .*(?:\n|$))+))",
+                     re.M)
 
 
 def _blocks():
@@ -43,7 +48,8 @@ def test_example_prints_what_its_comments_say(page, block):
   library = _library(block)
   if library != "core":
     pytest.importorskip(library)
-  expected = PRINTED.findall(block)
+  expected = [inline or re.sub(r"^[ \t]*# ", "", below, flags=re.M)
+              for inline, below in PRINTED.findall(block)]
   assert expected, f"each example in {page.name} should show its output in comments"
   out = io.StringIO()
   with contextlib.redirect_stdout(out):
@@ -64,11 +70,14 @@ def _documented():
   """Each public object with a docstring example, by its public name."""
   objects = [(name, getattr(mnj, name)) for name in mnj.__all__]
   objects.append(("maxnorm_jax", mnj))
-  for name in ("constraints_from", "max_norm"):
+  for name in ("nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
+               "linen.max_norm", "linen.min_max_norm", "linen.unit_norm",
+               "haiku.max_norm", "haiku.min_max_norm", "haiku.unit_norm"):
+    module, function = name.split(".")
     try:
-      objects.append((f"nnx.{name}", getattr(mnj.nnx, name)))
-    except ModuleNotFoundError:  # no flax: its test is skipped below
-      objects.append((f"nnx.{name}", None))
+      objects.append((name, getattr(getattr(mnj, module), function)))
+    except ModuleNotFoundError:  # no flax or haiku: its test is skipped below
+      objects.append((name, None))
   return objects
 
 
@@ -78,7 +87,7 @@ def _documented():
     ids=[n for n, _ in _documented()])
 def test_docstring_example_runs_in_a_fresh_namespace(name, obj):
   if obj is None:
-    pytest.skip("maxnorm_jax.nnx needs flax")
+    pytest.skip(f"maxnorm_jax.{name.split('.')[0]} needs a library that is not installed")
   finder = doctest.DocTestFinder(recurse=False)
   runner = doctest.DocTestRunner(optionflags=doctest.NORMALIZE_WHITESPACE | doctest.ELLIPSIS)
   tests = [t for t in finder.find(obj, name, globs={}) if t.examples]
@@ -97,7 +106,10 @@ def test_api_reference_documents_every_public_name():
   api = (ROOT / "docs" / "api.md").read_text()
   documented = set(re.findall(r"^\.\. auto(?:function|class|data):: ([\w.]+)", api, re.M))
   assert set(mnj.__all__) <= documented
-  assert {"maxnorm_jax.nnx.constraints_from", "maxnorm_jax.nnx.max_norm"} <= documented
+  assert {f"maxnorm_jax.{name}" for name in (
+      "nnx.constraints_from", "nnx.max_norm", "nnx.min_max_norm", "nnx.unit_norm",
+      "linen.max_norm", "linen.min_max_norm", "linen.unit_norm",
+      "haiku.max_norm", "haiku.min_max_norm", "haiku.unit_norm")} <= documented
 
 
 @pytest.mark.parametrize("page", [p for p in PAGES if p.name != "PACKAGE.md"],

@@ -8,10 +8,12 @@ tests keep rank promotion strict.
 
 The test files mirror the modules: ``test_constraints*.py`` tests
 ``maxnorm_jax/_constraints.py``, ``test_numerics.py`` ``_numerics.py``,
-``test_tree_*.py`` ``_tree.py`` (selection, layouts, bounds, resolving) and
-``test_nnx.py`` ``nnx.py``; ``test_integrations.py`` (jit, optax wrappers, Flax,
-sharding), ``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
-``test_public_api.py`` and ``tests/test_readme.py`` cut across them.
+``test_tree_*.py`` ``_tree.py`` (selection, layouts, bounds, resolving),
+``test_nnx*.py`` ``nnx.py``, ``test_linen.py`` ``linen.py`` and ``test_haiku.py``
+``haiku.py``; ``test_integrations.py`` (jit, optax wrappers, Flax, sharding),
+``test_layers.py`` (attention, embeddings and stacks of every library),
+``test_properties.py``, ``test_reference_parity.py`` (Keras, torch),
+``test_public_api.py`` and ``tests/test_docs.py`` cut across them.
 """
 
 import jax

@@ -95,7 +95,7 @@ def test_conv_transpose(transpose_kernel):
 
 def test_embed_by_rows_only_when_opted_in():
   model = nnx.Embed(20, 6, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="selects no Param"):
+  with pytest.raises(ValueError, match="selects no parameter"):
     mnj.nnx.max_norm(model, 1.0)  # embeddings are opt-in
   tx = _step(model, mask=mnj.paths_matching("embedding"))
   _assert_at_bound(model.embedding[...], (1,))
@@ -225,3 +225,26 @@ def test_scan_stack_per_layer():
   assert stack.kernel.shape == (3, 8, 6)
   _step(stack)
   _assert_at_bound(stack.kernel[...], (1,))
+
+
+@pytest.mark.parametrize("name", ["max_norm", "min_max_norm", "unit_norm"])
+def test_each_norm_constraint_reads_the_same_layouts(name):
+  model = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                 rngs=nnx.Rngs(0))
+  make = getattr(mnj.nnx, name)
+  tx = make(model, mask=mnj.paths_matching("kernel$"))
+  assert _plan(tx, model)["query/kernel"] == ("(8, 2, 4)", "1, 2", "0")
+  with pytest.raises(ValueError, match=rf"mnj\.nnx\.{name}: .*'query/bias'.*LinearGeneral"):
+    make(model, mask=mnj.paths_matching("query/bias$"))
+
+
+def test_min_max_norm_lifts_and_caps_true_neurons():
+  model = nnx.MultiHeadAttention(num_heads=2, in_features=8, qkv_features=8, decode=False,
+                                 rngs=nnx.Rngs(0))
+  tx = mnj.nnx.min_max_norm(model, 2.0, 3.0)
+  params = nnx.to_pure_dict(nnx.state(model, nnx.Param))
+  shrunk = jax.tree.map(lambda x: x * 1e-3, params)  # every neuron below 2
+  updates, _ = jax.jit(tx.update)(jax.tree.map(jnp.zeros_like, params), tx.init(shrunk), shrunk)
+  new = optax.apply_updates(shrunk, updates)
+  norms = np.linalg.norm(np.asarray(new["query"]["kernel"], np.float64), axis=0)
+  np.testing.assert_allclose(norms, 2.0, rtol=1e-5)  # per head and dim, lifted to 2

@@ -28,10 +28,13 @@ def test_every_public_name_imports():
     assert getattr(mnj, name).__doc__, f"{name} has no docstring"
 
 
-def test_optional_submodules_load_on_first_use():
-  pytest.importorskip("flax")
-  code = ("import sys, maxnorm_jax as mnj; before = 'flax' in sys.modules; "
-          "tx = mnj.nnx.constraints_from; print(before, 'flax' in sys.modules)")
+@pytest.mark.parametrize(("use", "library"), [("mnj.nnx.constraints_from", "flax"),
+                                              ("mnj.linen.max_norm", "flax"),
+                                              ("mnj.haiku.max_norm", "haiku")])
+def test_optional_submodules_load_on_first_use(use, library):
+  pytest.importorskip(library)
+  code = (f"import sys, maxnorm_jax as mnj; before = {library!r} in sys.modules; "
+          f"tx = {use}; print(before, {library!r} in sys.modules)")
   out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                        check=True).stdout.strip()
   assert out == "False True"

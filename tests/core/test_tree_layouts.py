@@ -203,10 +203,17 @@ def test_equinox_nested_model_and_unknown_layouts():
       self.raw = jnp.ones((4, 7))
 
   params = eqx.filter(Model(jax.random.key(0)), eqx.is_array)
-  tx = mnj.max_norm(C)
-  with pytest.raises(ValueError, match=r"leaf 'embed/weight' of shape \(10, 4\).*Equinox "
-                     r"Embedding.*Pass neuron_axis="):
-    tx.init(params)
+  # The Embedding's table is opt-in: the default mask leaves it out, as it does biases.
+  plan = mnj.describe(mnj.max_norm(C, mask=mnj.paths_matching("weight$")), params)
+  assert {row.path: row.reduced_axes for row in plan} == {
+      "mlp/layers/0/weight": (1,), "mlp/layers/1/weight": (1,), "mlp/layers/2/weight": (1,),
+      "embed/weight": (1,)}  # selected, by rows
+  raw_by_columns = mnj.max_norm(C, neuron_axis=lambda path, leaf: 1 if path == "raw" else None)
+  assert {row.path for row in mnj.describe(raw_by_columns, params)} == {
+      "mlp/layers/0/weight", "mlp/layers/1/weight", "mlp/layers/2/weight", "raw"}
+  with pytest.raises(ValueError, match=r"leaf 'raw' of shape \(4, 7\).*Equinox Model.*"
+                     r"Linear, Conv and ConvTranspose.*Embedding \(rows\).*neuron_axis="):
+    mnj.max_norm(C).init(params)
   with pytest.raises(ValueError, match=r"leaf 'mlp/layers/0/bias' .* is in an Equinox Linear, "
                      "and only the `weight`"):
     mnj.max_norm(C, mask=mnj.paths_matching("^mlp/")).init(params)
