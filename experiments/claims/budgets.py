@@ -63,9 +63,11 @@ class Budget:
     """The ``article`` preset with this schedule's overrides, then ``settings``."""
     return get_config("article", **{**self.overrides(schedule), **settings})
 
-  def describe(self, schedule: Schedule) -> str:
-    """What ``schedule`` trains, in words (see :func:`describe_schedule`)."""
-    return describe_schedule(self.config(schedule), recipe=schedule == "regular")
+  def describe(self, schedule: Schedule, *, recipe: bool | None = None) -> str:
+    """What ``schedule`` trains, in words (see :func:`describe_schedule`); ``recipe``
+    (default: for the regular schedule) includes the optimizer and its settings."""
+    return describe_schedule(self.config(schedule),
+                             recipe=schedule == "regular" if recipe is None else recipe)
 
 
 def _ordinal(n: int) -> str:

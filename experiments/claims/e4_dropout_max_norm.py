@@ -374,4 +374,5 @@ EXPERIMENT = Experiment(
     title="E4: dropout × max-norm × learning rate", claim=CLAIM, schedule="regular",
     runs=_runs, tables=_tables, reading=_reading,
     plots=(Plot("accuracy_vs_lr", e4_figures.accuracy_vs_lr),
-           Plot("fraction_at_bound", e4_figures.fraction_at_bound)))
+           Plot("fraction_at_bound", e4_figures.fraction_at_bound)),
+    sets_recipe=True)

@@ -66,6 +66,8 @@ class Experiment:
     reading: ``reading(results)``: what the numbers say, as Markdown bullet
       points computed from them ("" when there is nothing to say yet).
     plots: the figures of a section.
+    sets_recipe: its runs set the optimizer and learning rate themselves, so
+      a report describes the budget without the schedule's.
   """
   key: str
   slug: str
@@ -76,3 +78,4 @@ class Experiment:
   tables: Callable[[Sequence[RunResult], Budget], list[str]]
   reading: Callable[[Sequence[RunResult]], str]
   plots: tuple[Plot, ...] = ()
+  sets_recipe: bool = False

@@ -70,7 +70,8 @@ def _section(experiment: Experiment, budget: Budget, results: Sequence[RunResult
              out_dir: pathlib.Path, command: str, data_dir: str | None) -> str:
   done = [r for r in results if r.complete]
   missing = [r.spec.name for r in results if not r.complete]
-  description = budget.describe(experiment.schedule)
+  description = budget.describe(experiment.schedule,
+                                recipe=False if experiment.sets_recipe else None)
   seeds = sorted({r.spec.labels["seed"] for r in results})
   facts = [f"- **Budget:** {description}. Every number in this section is at this budget."]
   if budget.rationale:

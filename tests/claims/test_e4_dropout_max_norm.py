@@ -124,6 +124,9 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
   path = render_report(E4, PROXY, results, tmp_path / "out", command="c")
   section = read_sections(path)["cpu-proxy"]
   assert "- **Runs complete:** 40 of 96" in section
+  # The runs set the optimizer and rate: the budget is described without its own.
+  assert "- **Budget:** the article's network at conv width 32 and dense width 256, 16 " \
+         "epochs on the first 4,000 training images" in section
   assert ("sgd, question 1: dropout 0.5 + max-norm at its best rate" in section
           and "test accuracy: +0.020 [+0.020, +0.020] over 2 seeds (higher, the interval "
               "excludes 0)" in section)
