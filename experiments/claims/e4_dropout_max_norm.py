@@ -337,9 +337,12 @@ def _reading(results: Sequence[RunResult]) -> str:
     if lr_free is not None and lr_held is not None:
       d = _paired(grid[optimizer, lr_free, DROPOUT, NONE],
                   grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL])
+      held = grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL]
       lines.append(f"- {optimizer}, question 1: " + _verdict(
           d, f"dropout {DROPOUT:g} + max-norm at its best rate {lr_held:g} minus dropout "
-             f"alone at its best rate {lr_free:g}, test accuracy"))
+             f"alone at its best rate {lr_free:g}, test accuracy")
+          + f"; at that rate the constraint bound in {sum(r.bound for r in held)} of "
+            f"{len(held)} runs.")
     # As the Dropout paper's Table 9: each arm against neither, each at its best rate.
     base = best.get((optimizer, 0.0, NONE))
     if base is not None:
