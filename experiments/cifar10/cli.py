@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import math
+import pathlib
 import shlex
 import types
 import typing
@@ -22,7 +23,7 @@ from typing import Any, NamedTuple
 
 from experiments.cifar10.configs import PRESETS, Config, ConfigError, choices, get_config
 
-__all__ = ["Invocation", "build_parser", "equivalent_command", "flag_of", "parse"]
+__all__ = ["Invocation", "build_parser", "equivalent_command", "flag_of", "parse", "shell_join"]
 
 _DISTRIBUTED = ("coordinator_address", "num_processes", "process_id", "timeout_s")
 
@@ -170,6 +171,22 @@ def _value_text(value: Any) -> str:
   return str(value)
 
 
+def _shell_word(word: str) -> str:
+  """``word`` quoted for a POSIX shell; a path under the home directory as
+  ``"$HOME/..."``, so that a command written into a report works for its reader."""
+  home = str(pathlib.Path.home())
+  if home != "/" and word.startswith(home + "/"):
+    rest = word[len(home) + 1:]
+    if rest and all(c.isalnum() or c in "/._-+=,:@%" for c in rest):
+      return f'"$HOME/{rest}"'
+  return shlex.quote(word)
+
+
+def shell_join(words: Sequence[str]) -> str:
+  """``shlex.join``, but a path under the home directory reads ``"$HOME/..."``."""
+  return " ".join(map(_shell_word, words))
+
+
 def equivalent_command(config: Config, workdir: str | Any, *, preset: str = "article") -> str:
   """The ``python -m experiments.cifar10`` command that trains ``config``.
 
@@ -194,4 +211,4 @@ def equivalent_command(config: Config, workdir: str | Any, *, preset: str = "art
     else:
       args += [flag, _value_text(value)]
   args += ["--workdir", str(workdir)]
-  return shlex.join(args)
+  return shell_join(args)

@@ -15,11 +15,11 @@ chooses the malloc, then calls :func:`main`.)
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from collections.abc import Sequence
 
 from experiments.cifar10.checkpoints import CheckpointError
+from experiments.cifar10.cli import shell_join
 from experiments.cifar10.input_pipeline import DataUnavailableError
 from experiments.cifar10.records import RecordsError
 from experiments.cifar10.train import WorkdirError
@@ -82,7 +82,7 @@ def _command(args: argparse.Namespace) -> str:
     words += ["--runs-dir", args.runs_dir]
   if args.results_dir != DEFAULT_RESULTS_DIR:
     words += ["--results-dir", args.results_dir]
-  return shlex.join(words)
+  return shell_join(words)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -331,7 +331,7 @@ def _reading(results: Sequence[RunResult]) -> str:
   grid = cells(results)
   best = best_rates(grid)
   lines = []
-  for optimizer in dict.fromkeys(o for o, _, _, _ in grid):
+  for optimizer in dict.fromkeys(o for (o, _, _, _), runs in grid.items() if runs):
     # 1. Max-norm over dropout alone, each at its best rate.
     lr_free, lr_held = best.get((optimizer, DROPOUT, NONE)), best.get(
         (optimizer, DROPOUT, EVERY_KERNEL))
@@ -353,12 +353,13 @@ def _reading(results: Sequence[RunResult]) -> str:
           d = _paired(grid[optimizer, base, 0.0, NONE], grid[optimizer, lr, dropout, arm])
           lines.append(f"- {optimizer}: " + _verdict(
               d, f"{_arm_text(dropout, arm, dense)} (best rate {lr:g}) minus neither (best "
-                 f"rate {base:g}), test accuracy"))
+                 f"rate {base:g}), test accuracy") + ".")
     # 2. The highest rate that trains.
     tops = []
     for dropout, arm in ARMS:
       top, above = highest_training_rate(grid, optimizer, dropout, arm)
-      text = "none" if top is None else f"{top:g}" + ("" if above else " (top of the sweep)")
+      text = ("every rate had a failure" if top is None
+              else f"{top:g}" + ("" if above else " (top of the sweep)"))
       tops.append(f"{_arm_text(dropout, arm, dense)}: {text}")
     lines.append(f"- {optimizer}, question 2, the highest rate at which no run failed: "
                  + "; ".join(tops) + ".")

@@ -164,3 +164,21 @@ def test_an_unwritable_workdir_is_one_clear_line(workdir, capsys):
   err = capsys.readouterr().err
   assert "error: --workdir" in err and "Traceback" not in err, err
   assert not os.path.exists(workdir)
+
+
+def test_a_command_names_a_path_under_home_as_home_so_its_reader_can_run_it():
+  import pathlib
+  import subprocess
+  home = pathlib.Path.home()
+  config = get_config("article", data_dir=str(home / "data"), seed=3)
+  text = cli.equivalent_command(config, home / "maxnorm-runs" / "run-1")
+  assert '--workdir "$HOME/maxnorm-runs/run-1"' in text and str(home) not in text
+  # A shell expands it back to the path; parse then reads the same config.
+  words = subprocess.run(["sh", "-c", f"printf '%s\\n' {text}"], capture_output=True,
+                         text=True, check=True).stdout.splitlines()
+  invocation = cli.parse(words[3:])
+  assert invocation.config == config and invocation.workdir == str(home / "maxnorm-runs" /
+                                                                   "run-1")
+  # Anything else, or a name a shell would split, is quoted as it is.
+  assert cli.shell_join(["a b", "/tmp/x", str(home / "a b")]) == (
+      f"'a b' /tmp/x '{home}/a b'")

@@ -91,6 +91,8 @@ def test_the_highest_rate_that_trains_and_whether_a_failing_rate_is_above_it():
   assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (0.003, True)
   grid = e4.cells([_result(lr=0.01, train_loss=math.log(10))])
   assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (None, True)
+  assert "no dropout, none: every rate had a failure" in e4._reading(
+      [_result(lr=0.01, train_loss=math.log(10))])
 
 
 def test_interaction_is_max_norms_effect_with_dropout_minus_without_per_seed():
@@ -134,5 +136,6 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
           "sweep)" in section)
   assert "sgd 0.01, question 3: max-norm's effect on test accuracy with dropout minus " \
          "without: +0.020 [+0.020, +0.020] over 2 seeds" in section
+  assert "adam, question" not in section  # No Adam run yet: nothing said about Adam.
   for plot in ("accuracy_vs_lr", "fraction_at_bound"):
     assert (path.parent / f"cpu-proxy_{plot}.png").read_bytes().startswith(b"\x89PNG")
