@@ -94,10 +94,11 @@ def _runs(budget: Budget) -> list[RunSpec]:
               "constraint": arm_label(*arm, dense), "seed": seed}
     return make_run(budget, "regular", labels, **settings)
 
-  # Seed by seed over the whole grid (SGD, the paper's recipe, first), the four arms of
-  # a (rate, seed) one after another: a cut-short sweep leaves complete, paired grids.
+  # Seed by seed over the whole grid (SGD, the paper's recipe, before Adam), the four
+  # arms of a (rate, seed) one after another: a cut-short sweep leaves complete, paired
+  # grids of both optimizers.
   runs = [run(optimizer, lr, seed, dropout, arm)
-          for optimizer, rates in design.rates.items() for seed in design.seeds
+          for seed in design.seeds for optimizer, rates in design.rates.items()
           for lr in rates for dropout, arm in ARMS]
   runs += [run(optimizer, lr, seed, dropout, arm)
            for seed in design.paired_seeds for optimizer, lr in design.paired_rates

@@ -28,9 +28,9 @@ def test_cpu_proxy_crosses_dropout_and_max_norm_over_each_optimizers_rates():
   assert {r.config.constrain for r in runs if r.config.max_norm} == {"all"}  # The paper's.
   assert {r.config.momentum for r in runs if r.config.optimizer == "sgd"} == {0.95}
   assert all(r.config.conv_dropout == 0 and r.config.epochs == 16 for r in runs)
-  # Seed by seed, SGD first, a (rate, seed)'s four arms one after another.
-  assert [r.config.seed for r in runs[:24]] == [0] * 24
-  assert {r.config.optimizer for r in runs[:72]} == {"sgd"}
+  # Seed by seed, SGD before Adam, a (rate, seed)'s four arms one after another.
+  assert [r.config.seed for r in runs[:36]] == [0] * 36
+  assert [r.config.optimizer for r in runs[:36]] == ["sgd"] * 24 + ["adam"] * 12
   first = runs[:4]
   assert len({(r.config.learning_rate, r.config.seed) for r in first}) == 1
   assert [(r.config.dropout, r.config.max_norm) for r in first] == [
