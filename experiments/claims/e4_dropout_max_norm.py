@@ -316,6 +316,14 @@ def _fisher(free: Sequence[RunResult], held: Sequence[RunResult]) -> str:
 # --- Reading ----------------------------------------------------------------------
 
 
+def _bound_text(held: Sequence[RunResult]) -> str:
+  """Whether the constraint acted in ``held`` (constrained runs): a difference where it
+  never bound is not its doing (see the notes on rounding)."""
+  bound = sum(r.bound for r in held)
+  text = f"; the constraint bound in {bound} of {len(held)} of these runs"
+  return text + (" (so the difference is not its doing)" if held and not bound else "")
+
+
 def _verdict(d: PairedDifference | None, what: str) -> str:
   if d is None:
     return f"{what}: fewer than 2 paired seeds, no interval yet"
@@ -339,12 +347,10 @@ def _reading(results: Sequence[RunResult]) -> str:
     if lr_free is not None and lr_held is not None:
       d = _paired(grid[optimizer, lr_free, DROPOUT, NONE],
                   grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL])
-      held = grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL]
       lines.append(f"- {optimizer}, question 1: " + _verdict(
           d, f"dropout {DROPOUT:g} + max-norm at its best rate {lr_held:g} minus dropout "
              f"alone at its best rate {lr_free:g}, test accuracy")
-          + f"; at that rate the constraint bound in {sum(r.bound for r in held)} of "
-            f"{len(held)} runs.")
+          + _bound_text(grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL]) + ".")
     # As the Dropout paper's Table 9: each arm against neither, each at its best rate.
     base = best.get((optimizer, 0.0, NONE))
     if base is not None:
@@ -352,9 +358,11 @@ def _reading(results: Sequence[RunResult]) -> str:
         lr = best.get((optimizer, dropout, arm))
         if lr is not None:
           d = _paired(grid[optimizer, base, 0.0, NONE], grid[optimizer, lr, dropout, arm])
+          runs = grid[optimizer, lr, dropout, arm]
           lines.append(f"- {optimizer}: " + _verdict(
               d, f"{_arm_text(dropout, arm, dense)} (best rate {lr:g}) minus neither (best "
-                 f"rate {base:g}), test accuracy") + ".")
+                 f"rate {base:g}), test accuracy")
+              + (_bound_text(runs) if arm == EVERY_KERNEL else "") + ".")
     # 2. The highest rate that trains.
     tops = []
     for dropout, arm in ARMS:
@@ -370,8 +378,11 @@ def _reading(results: Sequence[RunResult]) -> str:
         continue
       d = interaction(grid, optimizer, lr)
       if d is not None:
+        held = [r for dropout in (0.0, DROPOUT)
+                for r in grid.get((optimizer, lr, dropout, EVERY_KERNEL), [])]
         lines.append(f"- {optimizer} {lr:g}, question 3: " + _verdict(
-            d, "max-norm's effect on test accuracy with dropout minus without"))
+            d, "max-norm's effect on test accuracy with dropout minus without")
+            + _bound_text(held) + ".")
   return "\n".join(lines)
 
 

@@ -131,7 +131,7 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
          "epochs on the first 4,000 training images" in section
   assert ("sgd, question 1: dropout 0.5 + max-norm at its best rate" in section
           and "test accuracy: +0.020 [+0.020, +0.020] over 2 seeds (higher, the interval "
-              "excludes 0); at that rate the constraint bound in 2 of 2 runs." in section)
+              "excludes 0); the constraint bound in 2 of 2 of these runs." in section)
   assert ("no dropout, none: 0.05; no dropout, max_norm(3), every kernel: 0.1 (top of the "
           "sweep)" in section)
   assert "sgd 0.01, question 3: max-norm's effect on test accuracy with dropout minus " \
