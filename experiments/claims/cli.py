@@ -4,8 +4,11 @@ Trains the experiment's runs that are not complete yet (one at a time,
 resuming partial ones), deletes complete runs' checkpoints unless
 ``--keep-checkpoints``, and (re)writes the budget's section of
 ``experiments/results/<slug>/results.md`` and its plots from every complete
-run. ``--report-only`` skips training; with no complete run on this machine it
-keeps the section already there.
+run. Each complete run's records (not its checkpoints) are kept under
+``experiments/results/<slug>/runs/`` and copied back into a runs directory that
+lacks them (see :mod:`.archive`), so the sweep resumes, and the report renders,
+on a machine that never trained them. ``--report-only`` skips training; with no
+complete run here or in the archive it keeps the section already there.
 Bad flags exit with code 2; a run directory holding another config, missing
 data, an unusable checkpoint or a damaged record of a run (``host.json``
 included) exit with code 1 and a one-line message, before any report is written. (``__main__.py``
@@ -23,11 +26,12 @@ from experiments.cifar10.cli import shell_join
 from experiments.cifar10.input_pipeline import DataUnavailableError
 from experiments.cifar10.records import RecordsError
 from experiments.cifar10.train import WorkdirError
+from experiments.claims import archive as run_archive
 from experiments.claims.budgets import BUDGETS
 from experiments.claims.registry import EXPERIMENTS
 from experiments.claims.report import SectionShrinkError, render_report
 from experiments.claims.results import RunResult, load_result
-from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep
+from experiments.claims.sweep import RunConflictError, plan_sweep, run_sweep, workdir_of
 
 __all__ = ["build_parser", "main"]
 
@@ -88,12 +92,19 @@ def _command(args: argparse.Namespace) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
   args = build_parser().parse_args(argv)
   experiment, budget = EXPERIMENTS[args.experiment], BUDGETS[args.budget]
+  archive = run_archive.archive_of(args.results_dir, experiment, budget)
   try:
+    restored = run_archive.restore(
+        (workdir_of(args.runs_dir, budget, experiment, spec) for spec in experiment.runs(budget)),
+        archive)
+    if restored:
+      print(f"{len(restored)} complete runs copied from {archive} into {args.runs_dir}")
     if args.report_only:
       plan = plan_sweep(experiment, budget, args.runs_dir)
     else:
       plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
-                       keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs)
+                       keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs,
+                       archive=archive)
     results = []
     for run in plan:
       if run.status == "damaged":  # Only --report-only leaves one: never read into a table.
@@ -115,5 +126,7 @@ def main(argv: Sequence[str] | None = None) -> int:
   except SectionShrinkError as e:
     print(f"error: {e}", file=sys.stderr)
     return 1
+  if args.report_only:  # A sweep keeps each run as it completes.
+    run_archive.store_missing([p.workdir for p in plan if p.status == "complete"], archive)
   print(f"{sum(r.complete for r in results)} of {len(results)} runs complete; report: {path}")
   return 0

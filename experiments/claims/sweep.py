@@ -25,7 +25,8 @@ workdir's lock (:func:`experiments.cifar10.workdir.exclusive`), so two sweeps
 on one runs directory never train the same run at once: the second stops
 with one line naming the first.
 Checkpoints (about 1 GB each for the article's network) of a complete run
-are deleted unless ``keep_checkpoints``.
+are deleted unless ``keep_checkpoints``. With an ``archive``, each complete
+run's records are also copied there (see :mod:`.archive`).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from experiments.cifar10 import configs, records
 from experiments.cifar10 import workdir as workdir_policy
 from experiments.cifar10.configs import Config
 from experiments.cifar10.train import train_and_evaluate
+from experiments.claims import archive as run_archive
 from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Experiment
 from experiments.claims.host import write_host
@@ -156,7 +158,8 @@ def _drop_checkpoints(workdir: pathlib.Path) -> None:
 
 def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path, *,
               data_dir: str | None = None, keep_checkpoints: bool = False,
-              max_runs: int | None = None, train: Callable[..., Any] = train_and_evaluate,
+              max_runs: int | None = None, archive: pathlib.Path | None = None,
+              train: Callable[..., Any] = train_and_evaluate,
               log: Callable[[str], None] = print) -> list[PlannedRun]:
   """Trains every run of ``experiment`` that is not complete yet, one after another.
 
@@ -168,6 +171,9 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
     keep_checkpoints: keep complete runs' checkpoints (default: delete them).
     max_runs: train at most this many runs (resumed or new), in plan order,
       then stop; None: all. For fitting a sweep into a time window.
+    archive: where complete runs' records are copied (:func:`.archive.store`),
+      each as soon as it completes, and any complete run's that is not there
+      yet; None: nowhere.
     train: ``train(config, workdir, resume=...)``; the pipeline's
       ``train_and_evaluate`` unless a test replaces it.
     log: where progress lines go.
@@ -198,7 +204,8 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
         status, problem = run_status(run.workdir, run.spec.config), ""
       except DamagedRunError as e:
         status, problem = "damaged", str(e)
-      if status != "complete":
+      trained_now = status != "complete"
+      if trained_now:
         trained += 1
         log(f"[{i}/{len(plan)}] {run.spec.name} ({status}) -> {run.workdir}")
         config = dataclasses.replace(run.spec.config, data_dir=data_dir)
@@ -209,6 +216,10 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
         else:
           train(config, run.workdir, resume=status == "partial")
         write_host(run.workdir)
+        status = run_status(run.workdir, run.spec.config)
+      if archive is not None and status == "complete" and (
+          trained_now or not (archive / run.spec.name).is_dir()):
+        run_archive.store(run.workdir, archive)
       if not keep_checkpoints:
         _drop_checkpoints(run.workdir)
   return plan

@@ -41,8 +41,9 @@ def test_report_only_on_a_conflicting_directory_exits_1(tmp_path, capsys):
 
 
 def _committed_copy(tmp_path, slug):
-  """A copy of the committed results of ``slug`` (results.md, notes.md, figures)."""
-  shutil.copytree(RESULTS / slug, tmp_path / "out" / slug)
+  """A copy of the committed results of ``slug`` (results.md, notes.md, figures; not the
+  kept runs, see test_archive.py)."""
+  shutil.copytree(RESULTS / slug, tmp_path / "out" / slug, ignore=shutil.ignore_patterns("runs"))
   return tmp_path / "out" / slug / "results.md"
 
 

@@ -27,10 +27,11 @@ class FakeTrain:
 
   def __init__(self):
     self.calls = []
+    self.overwrites = []
 
   def __call__(self, config, workdir, *, resume, overwrite=False):
     self.calls.append((pathlib.Path(workdir).name, resume))
-    self.overwrites = [*getattr(self, "overwrites", []), overwrite]
+    self.overwrites.append(overwrite)
     workdir = pathlib.Path(workdir)
     if overwrite:  # The old run goes (the pipeline sets it aside until the new one is done).
       for old in workdir.glob("*.json*"):

@@ -1,0 +1,112 @@
+"""Complete runs' records, kept beside the report so that a sweep outlives its machine.
+
+The runs directory (outside git) holds what a run needs while it trains: its
+checkpoints and its records. Once a run is complete, the sweep copies its
+records (:data:`FILES`: about 10 KB a run, no checkpoint) to
+``experiments/results/<slug>/runs/<budget>/<schedule>/<run name>/``, which is
+committed with ``results.md``. On a machine whose runs directory lacks a run
+that the archive holds, :func:`restore` copies it back before the sweep plans,
+so the run counts as complete and is not trained again, and the report is
+rendered from every archived run. A restored run's records are checked like
+any other: a damaged one is reported and trained again, never read into a
+table.
+
+Copies are whole or absent: each is written to a temporary sibling directory
+and renamed into place, so an interrupted copy leaves no half run behind.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+import shutil
+import tempfile
+from collections.abc import Iterable
+
+from experiments.cifar10 import records
+from experiments.cifar10 import workdir as workdir_policy
+from experiments.claims.budgets import Budget
+from experiments.claims.experiment import Experiment
+from experiments.claims.host import HOST
+
+__all__ = ["FILES", "archive_of", "restore", "store", "store_missing"]
+
+# What a complete run leaves besides its checkpoints: enough to render every table.
+FILES = (records.CONFIG, records.SUMMARY, records.METRICS, records.STEPS, HOST)
+
+
+def archive_of(results_dir: str | pathlib.Path, experiment: Experiment, budget: Budget
+               ) -> pathlib.Path:
+  """``<results_dir>/<slug>/runs/<budget>/<schedule>``: where the runs' records are kept."""
+  return pathlib.Path(results_dir) / experiment.slug / "runs" / budget.name / experiment.schedule
+
+
+def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
+  """Copies ``source``'s :data:`FILES` to the directory ``target`` (replacing it), through a
+  temporary sibling renamed into place."""
+  target.parent.mkdir(parents=True, exist_ok=True)
+  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+  try:
+    for name in FILES:
+      if (source / name).exists():
+        shutil.copyfile(source / name, staging / name)
+    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; make it like its siblings.
+    old = None
+    if target.exists():
+      old = target.parent / f".{target.name}.old"
+      if old.exists():
+        shutil.rmtree(old)
+      os.replace(target, old)
+    os.replace(staging, target)
+    if old is not None:
+      shutil.rmtree(old)
+  finally:
+    if staging.exists():
+      shutil.rmtree(staging)
+
+
+def _umask() -> int:
+  mask = os.umask(0)
+  os.umask(mask)
+  return mask
+
+
+def store(workdir: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
+  """Copies the complete run in ``workdir`` to ``archive / workdir.name`` (replacing an
+  older copy); returns the copy's directory."""
+  target = archive / workdir.name
+  _copy_whole(workdir, target)
+  return target
+
+
+def store_missing(workdirs: Iterable[pathlib.Path], archive: pathlib.Path) -> list[str]:
+  """:func:`store` for each complete run in ``workdirs`` that ``archive`` does not hold
+  yet; returns their names."""
+  stored = []
+  for workdir in workdirs:
+    if not (archive / workdir.name).is_dir():
+      store(workdir, archive)
+      stored.append(workdir.name)
+  return stored
+
+
+def restore(workdirs: Iterable[pathlib.Path], archive: pathlib.Path) -> list[str]:
+  """Copies ``archive / w.name`` into each run directory ``w`` of ``workdirs`` that holds
+  no run yet (nothing but a lock file) where the archive holds that run; returns the
+  names of the runs copied.
+
+  A run directory that holds anything else (a partial run, another config) is left as
+  it is: the runs directory is what the sweep trusts.
+  """
+  restored = []
+  for target in workdirs:
+    source = archive / target.name
+    if not (source / records.CONFIG).is_file():
+      continue
+    if target.exists():
+      if {p.name for p in target.iterdir()} - {workdir_policy.LOCK}:
+        continue
+      shutil.rmtree(target)
+    _copy_whole(source, target)
+    restored.append(target.name)
+  return restored

@@ -1,0 +1,117 @@
+"""Complete runs' records kept beside the report: copied as runs complete, copied back to a
+runs directory that lacks them, and checked like any run when they come back."""
+
+import pathlib
+import shutil
+
+import pytest
+
+from experiments.cifar10 import records
+from experiments.claims import archive
+from experiments.claims.budgets import BUDGETS
+from experiments.claims.cli import main as cli_main
+from experiments.claims.registry import EXPERIMENTS
+from experiments.claims.report import read_sections
+from experiments.claims.sweep import plan_sweep, run_sweep, workdir_of
+from tests.claims.test_sweep import FakeTrain
+
+REPO = pathlib.Path(__file__).resolve().parents[2]
+E1 = EXPERIMENTS["e1"]
+
+
+def _sweep(tiny_budget, runs_dir, store):
+  fake = FakeTrain()
+  run_sweep(E1, tiny_budget, runs_dir, train=fake, archive=store, log=lambda _: None)
+  return fake
+
+
+def _workdirs(budget, runs_dir):
+  return [workdir_of(runs_dir, budget, E1, spec) for spec in E1.runs(budget)]
+
+
+def test_each_complete_run_is_kept_without_its_checkpoints(tmp_path, tiny_budget):
+  store = tmp_path / "kept"
+  _sweep(tiny_budget, tmp_path / "runs", store)
+  assert sorted(p.name for p in store.iterdir()) == sorted(
+      spec.name for spec in E1.runs(tiny_budget))
+  for workdir in _workdirs(tiny_budget, tmp_path / "runs"):
+    kept = store / workdir.name  # The records, byte for byte; no checkpoint or lock.
+    assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json",
+                                                "metrics.jsonl", "host.json"}
+    for name in ("config.json", "metrics.jsonl"):
+      assert (kept / name).read_bytes() == (workdir / name).read_bytes()
+
+
+def test_a_new_machine_restores_the_kept_runs_and_trains_none_of_them(tmp_path, tiny_budget):
+  store = tmp_path / "kept"
+  _sweep(tiny_budget, tmp_path / "old", store)
+  fresh = tmp_path / "new"
+  restored = archive.restore(_workdirs(tiny_budget, fresh), store)
+  assert len(restored) == 6
+  assert {p.status for p in plan_sweep(E1, tiny_budget, fresh)} == {"complete"}
+  assert _sweep(tiny_budget, fresh, store).calls == []
+  assert archive.restore(_workdirs(tiny_budget, fresh), store) == []  # Already there.
+
+
+def test_restore_leaves_a_run_directory_that_holds_a_run(tmp_path, tiny_budget):
+  store = tmp_path / "kept"
+  _sweep(tiny_budget, tmp_path / "old", store)
+  fresh = tmp_path / "new"
+  workdirs = _workdirs(tiny_budget, fresh)
+  partial, locked = workdirs[0], workdirs[1]
+  partial.mkdir(parents=True)
+  records.write_config(partial, E1.runs(tiny_budget)[0].config)  # A partial run: kept.
+  locked.mkdir(parents=True)
+  (locked / ".lock").write_text("")  # Nothing but a lock file: no run, restored.
+  restored = archive.restore(workdirs, store)
+  assert partial.name not in restored and locked.name in restored
+  assert not (partial / "summary.json").exists() and (locked / "summary.json").exists()
+
+
+def test_a_damaged_kept_run_is_trained_again_and_kept_anew(tmp_path, tiny_budget):
+  store = tmp_path / "kept"
+  _sweep(tiny_budget, tmp_path / "old", store)
+  name = E1.runs(tiny_budget)[2].name
+  (store / name / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": 0.5')  # Cut off.
+  fresh = tmp_path / "new"
+  archive.restore(_workdirs(tiny_budget, fresh), store)
+  assert [p.status for p in plan_sweep(E1, tiny_budget, fresh)].count("damaged") == 1
+  fake = _sweep(tiny_budget, fresh, store)
+  assert fake.calls == [(name, False)]
+  records.read_metrics(store / name)  # The kept copy is the new, whole one.
+  assert not list(store.glob(".*"))  # No staging or old copy left behind.
+
+
+def test_report_only_keeps_the_runs_it_reads(tmp_path, tiny_budget, monkeypatch):
+  monkeypatch.setitem(BUDGETS, tiny_budget.name, tiny_budget)
+  _sweep(tiny_budget, tmp_path / "runs", None)
+  out = tmp_path / "out"
+  assert cli_main(["e1", "--budget", "tiny", "--runs-dir", str(tmp_path / "runs"),
+                   "--results-dir", str(out), "--report-only"]) == 0
+  assert len(list(archive.archive_of(out, E1, tiny_budget).iterdir())) == 6
+
+
+def _committed_archives():
+  for key, experiment in EXPERIMENTS.items():
+    for kept in sorted((REPO / "experiments" / "results" / experiment.slug / "runs").glob("*")):
+      yield pytest.param(key, kept.name, id=f"{key}-{kept.name}")
+
+
+@pytest.mark.parametrize("key, budget", list(_committed_archives()))
+def test_the_committed_report_is_rendered_again_from_the_committed_runs(tmp_path, key, budget,
+                                                                       capsys):
+  """Every committed section with kept runs comes back the same from those runs alone, on a
+  machine that never trained them (the command line aside: it names this test's
+  directories)."""
+  slug = EXPERIMENTS[key].slug
+  shutil.copytree(REPO / "experiments" / "results" / slug, tmp_path / "out" / slug)
+  path = tmp_path / "out" / slug / "results.md"
+  before = read_sections(path)[budget]
+  assert cli_main([key, "--budget", budget, "--runs-dir", str(tmp_path / "runs"),
+                   "--results-dir", str(tmp_path / "out"), "--data-dir",
+                   "../shared/tensorflow_datasets", "--report-only"]) == 0
+  assert "complete runs copied from" in capsys.readouterr().out
+
+  def without_command(section):
+    return [line for line in section.splitlines() if "python -m experiments.claims" not in line]
+  assert without_command(read_sections(path)[budget]) == without_command(before)
