@@ -192,8 +192,11 @@ class Failures(NamedTuple):
     return f"{self.failed} of {self.runs} ({self.nan} NaN, {self.chance} at chance)"
 
 
-def failures(runs: Sequence[RunResult]) -> Failures:
-  return Failures(len(runs), sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs)))
+def failures(runs: Sequence[RunResult],
+             stuck: Callable[[RunResult], bool] = stuck_at_chance) -> Failures:
+  """How many of ``runs`` diverged, and how many are ``stuck`` at chance (by default E3's
+  rule, on the step log; E4 passes its own, on the epoch rows)."""
+  return Failures(len(runs), sum(r.diverged for r in runs), sum(map(stuck, runs)))
 
 
 def failure_p(free: Sequence[RunResult], held: Sequence[RunResult]) -> float | None:

@@ -4,8 +4,10 @@ Srivastava et al. 2014 (JMLR 15, the Dropout paper) call max-norm especially
 useful together with dropout and large learning rates. E4 crosses dropout (0
 or 0.5 on the hidden dense layer's outputs) with max-norm (none, or c = 3 on
 every kernel, the paper's placement) over a learning-rate sweep, for SGD with
-momentum 0.95 (the paper's recipe) and for Adam, paired by seed: the four
-arms of a seed share initialisation and batch order. It asks:
+momentum 0.95 (the paper's recipe) and for Adam, paired by seed: the arms of
+a seed share initialisation, batch order and dropout masks. SGD also gets
+c = 1.5, a bound that binds at the rates where it trains (c = 3 does not, see
+:data:`DESIGNS`). It asks, for each bound:
 
 1. does max-norm improve test accuracy over dropout alone, each arm at its
    own best rate (chosen on validation accuracy)?
@@ -18,22 +20,29 @@ arms of a seed share initialisation and batch order. It asks:
 from __future__ import annotations
 
 import dataclasses
-import statistics
-from collections.abc import Callable, Sequence
+import pathlib
+from collections.abc import Sequence
 
+from experiments.claims import e3_high_learning_rate as e3
 from experiments.claims import e4_figures
-from experiments.claims.arms import EVERY_KERNEL, NONE, Arm, C, arm_label, arm_of
+from experiments.claims.arms import EVERY_KERNEL, NONE, Arm, C, arm_label, arm_of, compare, paired
 from experiments.claims.budgets import Budget
 from experiments.claims.e3_high_learning_rate import Failures
 from experiments.claims.experiment import Designs, Experiment, Plot
 from experiments.claims.results import CHANCE_LOSS, RunResult, dense_name
 from experiments.claims.runs import RunSpec, make_run
-from experiments.claims.stats import PairedDifference, fisher_exact, interval, paired_difference
+from experiments.claims.stats import (
+    PairedDifference,
+    fisher_exact,
+    interval,
+    mean_present,
+    paired_difference,
+)
 from experiments.markdown import Column, columns_table, mean_std, number
 
-__all__ = ["ARMS", "DESIGNS", "EXPERIMENT", "MOMENTUM", "Cell", "Design", "best_rates",
-           "cells", "failed", "failures", "highest_training_rate", "interaction",
-           "stuck_at_chance"]
+__all__ = ["ARMS", "DESIGNS", "EXPERIMENT", "MOMENTUM", "Cell", "Design", "arm_text", "arms",
+           "best_rates", "bounds", "cells", "failed", "failures", "fraction_by_epoch",
+           "highest_training_rate", "interaction", "stuck_at_chance"]
 
 MOMENTUM = 0.95  # The Dropout paper's final momentum for its max-norm nets.
 DROPOUT = 0.5  # On the hidden dense layer's outputs, the paper's rate for hidden units.
@@ -136,7 +145,8 @@ def failed(r: RunResult) -> bool:
 
 
 def failures(runs: Sequence[RunResult]) -> Failures:
-  return Failures(len(runs), sum(r.diverged for r in runs), sum(map(stuck_at_chance, runs)))
+  """E3's count of failures, with E4's rule for "stuck at chance"."""
+  return e3.failures(runs, stuck_at_chance)
 
 
 def _cell(r: RunResult) -> Cell:
@@ -154,13 +164,26 @@ def cells(results: Sequence[RunResult]) -> dict[Cell, list[RunResult]]:
   return grid
 
 
+def bounds(grid: dict[Cell, list[RunResult]], optimizer: str | None = None) -> list[float]:
+  """The bounds c of the grid's constrained arms (of ``optimizer``; None: of any), c = 3
+  first, then the others from the largest."""
+  found = {a[0] for (o, _, _, a) in grid if a[0] is not None and optimizer in (None, o)}
+  return sorted(found, key=lambda c: (c != C, -c))
+
+
+def arms(grid: dict[Cell, list[RunResult]], optimizer: str | None = None
+         ) -> list[tuple[float, Arm]]:
+  """The (dropout, arm) pairs of the grid (of ``optimizer``; None: of any) in the order a
+  seed trains them (as :meth:`Design.arms`): :data:`ARMS`, then each other bound without
+  and with dropout."""
+  present = {(d, a) for (o, _, d, a) in grid if optimizer in (None, o)}
+  order = [*ARMS, *((d, (c, "all")) for c in bounds(grid, optimizer) if c != C
+                    for d in (0.0, DROPOUT))]
+  return [k for k in order if k in present]
+
+
 def _acc(r: RunResult, split: str = "test") -> float | None:
   return r.get(f"{split}_accuracy")
-
-
-def _mean(values: Sequence[float | None]) -> float | None:
-  present = [v for v in values if v is not None]
-  return statistics.mean(present) if present else None
 
 
 def best_rates(grid: dict[Cell, list[RunResult]]) -> dict[tuple[str, float, Arm], float]:
@@ -168,23 +191,11 @@ def best_rates(grid: dict[Cell, list[RunResult]]) -> dict[tuple[str, float, Arm]
   its seeds (a failed run counts with its accuracy), among rates with a complete run."""
   best: dict[tuple[str, float, Arm], tuple[float, float]] = {}
   for (optimizer, lr, dropout, arm), runs in grid.items():
-    val = _mean([_acc(r, "val") for r in runs])
+    val = mean_present(_acc(r, "val") for r in runs)
     key = (optimizer, dropout, arm)
     if val is not None and (key not in best or val > best[key][1]):
       best[key] = (lr, val)
   return {k: lr for k, (lr, _) in best.items()}
-
-
-def _by_seed(runs: Sequence[RunResult]) -> dict[int, RunResult]:
-  return {r.spec.labels["seed"]: r for r in runs}
-
-
-def _paired(a: Sequence[RunResult], b: Sequence[RunResult],
-            value: Callable[[RunResult], float | None] = _acc) -> PairedDifference | None:
-  """``value`` of ``b`` minus that of ``a``, paired by seed, with its 95% t interval."""
-  x, y = _by_seed(a), _by_seed(b)
-  pairs = [(value(x[s]), value(y[s])) for s in sorted(x.keys() & y.keys())]
-  return paired_difference([(p, q) for p, q in pairs if p is not None and q is not None])
 
 
 def highest_training_rate(grid: dict[Cell, list[RunResult]], optimizer: str, dropout: float,
@@ -201,27 +212,29 @@ def highest_training_rate(grid: dict[Cell, list[RunResult]], optimizer: str, dro
   return top, any(lr > top for lr in rates)
 
 
-def interaction(grid: dict[Cell, list[RunResult]], optimizer: str, lr: float
+def _effect(grid: dict[Cell, list[RunResult]], optimizer: str, lr: float, dropout: float,
+            c: float) -> dict[int, float]:
+  """Per seed at ``(optimizer, lr, dropout)``: test accuracy with max-norm ``c`` on every
+  kernel minus without."""
+  pairs = paired(grid.get((optimizer, lr, dropout, NONE), []),
+                 grid.get((optimizer, lr, dropout, (c, "all")), []))
+  return {free.spec.labels["seed"]: held_acc - free_acc for free, held in pairs
+          if (free_acc := _acc(free)) is not None and (held_acc := _acc(held)) is not None}
+
+
+def interaction(grid: dict[Cell, list[RunResult]], optimizer: str, lr: float, c: float = C
                 ) -> PairedDifference | None:
-  """Per seed at ``(optimizer, lr)``: max-norm's effect on test accuracy with dropout
+  """Per seed at ``(optimizer, lr)``: max-norm ``c``'s effect on test accuracy with dropout
   minus its effect without, with its 95% t interval over seeds."""
-  runs = {(d, a): _by_seed(grid.get((optimizer, lr, d, a), [])) for d, a in ARMS}
-  seeds = set.intersection(*(set(v) for v in runs.values()))
-  pairs = []
-  for seed in sorted(seeds):
-    acc = {k: _acc(v[seed]) for k, v in runs.items()}
-    if any(v is None for v in acc.values()):
-      continue
-    without = acc[0.0, EVERY_KERNEL] - acc[0.0, NONE]  # type: ignore[operator]
-    with_ = acc[DROPOUT, EVERY_KERNEL] - acc[DROPOUT, NONE]  # type: ignore[operator]
-    pairs.append((without, with_))
-  return paired_difference(pairs)
+  without, with_ = (_effect(grid, optimizer, lr, d, c) for d in (0.0, DROPOUT))
+  return paired_difference([(without[s], with_[s]) for s in sorted(without.keys() & with_)])
 
 
 # --- Tables -----------------------------------------------------------------------
 
 
-def _arm_text(dropout: float, arm: Arm, dense: str) -> str:
+def arm_text(dropout: float, arm: Arm, dense: str) -> str:
+  """``dropout 0.5, max_norm(3), every kernel``, ``no dropout, none``."""
   drop = f"dropout {dropout:g}" if dropout else "no dropout"
   return f"{drop}, {arm_label(*arm, dense)}"
 
@@ -230,17 +243,18 @@ def _settings(grid: dict[Cell, list[RunResult]]) -> list[tuple[str, float]]:
   return list(dict.fromkeys((o, lr) for o, lr, _, _ in grid))
 
 
-def _fraction_by_epoch(runs: Sequence[RunResult]) -> list[float | None]:
+def fraction_by_epoch(runs: Sequence[RunResult]) -> list[float | None]:
   """The mean over ``runs`` of each epoch's fraction of neurons at the bound."""
   epochs = max((len(r.metrics) for r in runs), default=0)
-  return [_mean([r.metrics[e].get("fraction_at_bound") if e < len(r.metrics) else None
-                 for r in runs]) for e in range(epochs)]
+  return [mean_present(r.metrics[e].get("fraction_at_bound") if e < len(r.metrics) else None
+                       for r in runs) for e in range(epochs)]
 
 
 def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
   dense = dense_name(results)
   grid = cells(results)
   settings = _settings(grid)
+  every_arm = arms(grid)
 
   def cell_text(s: tuple[str, float], d: float, a: Arm) -> str:
     runs = grid.get((*s, d, a), [])
@@ -251,23 +265,23 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
 
   accuracy = columns_table([
       Column("optimizer", lambda s: s[0]), Column("lr", lambda s: f"{s[1]:g}"),
-      *(Column(_arm_text(d, a, dense), lambda s, d=d, a=a: cell_text(s, d, a))
-        for d, a in ARMS),
-      *(Column(f"p failures, dropout {d:g}: none vs max-norm (Fisher)",
-               lambda s, d=d: _fisher(grid.get((*s, d, NONE), []),
-                                      grid.get((*s, d, EVERY_KERNEL), [])))
-        for d in (0.0, DROPOUT)),
+      *(Column(arm_text(d, a, dense), lambda s, d=d, a=a: cell_text(s, d, a))
+        for d, a in every_arm),
+      *(Column(f"p failures, dropout {d:g}: none vs max_norm({c:g})",
+               lambda s, d=d, c=c: _fisher(grid.get((*s, d, NONE), []),
+                                           grid.get((*s, d, (c, "all")), [])))
+        for c in bounds(grid) for d in (0.0, DROPOUT)),
   ], settings)
 
   best = best_rates(grid)
   optimizers = list(dict.fromkeys(o for o, _ in settings))
   rows = []
   for optimizer in optimizers:
-    for d, a in ARMS:
+    for d, a in arms(grid, optimizer):
       lr = best.get((optimizer, d, a))
       top, above = highest_training_rate(grid, optimizer, d, a)
       runs = grid.get((optimizer, lr, d, a), []) if lr is not None else []
-      rows.append((optimizer, _arm_text(d, a, dense), lr, runs, top, above))
+      rows.append((optimizer, arm_text(d, a, dense), lr, runs, top, above))
   best_table = columns_table([
       Column("optimizer", lambda r: r[0]), Column("arm", lambda r: r[1]),
       Column("best lr (val acc)", lambda r: number(r[2], "g")),
@@ -278,15 +292,15 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
              + ("" if r[4] is None or r[5] else " (top of the sweep)")),
   ], rows)
 
-  constrained = [(s, d) for s in settings for d in (0.0, DROPOUT)
-                 if grid.get((*s, d, EVERY_KERNEL))]
+  constrained = [(s, d, a) for s in settings for d, a in arms(grid, s[0])
+                 if a != NONE and grid.get((*s, d, a))]
   epochs = max((len(r.metrics) for r in results if r.complete), default=0)
   shown = sorted({e for e in (1, 2, 4, 8, epochs) if 1 <= e <= epochs})
   fractions = columns_table([
       Column("optimizer", lambda k: k[0][0]), Column("lr", lambda k: f"{k[0][1]:g}"),
-      Column("dropout", lambda k: f"{k[1]:g}"),
+      Column("dropout", lambda k: f"{k[1]:g}"), Column("c", lambda k: f"{k[2][0]:g}"),
       *(Column(f"epoch {e}", lambda k, e=e: number(
-          (_fraction_by_epoch(grid[(*k[0], k[1], EVERY_KERNEL)]) + [None] * epochs)[e - 1]))
+          (fraction_by_epoch(grid[k[0][0], k[0][1], k[1], k[2]]) + [None] * epochs)[e - 1]))
         for e in shown),
   ], constrained)
   per_run = columns_table([
@@ -313,8 +327,8 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
       f"without and with max-norm.\n\n{accuracy}",
       f"Each arm at its best rate (the highest mean validation accuracy), and the highest "
       f"rate at which none of its runs failed.\n\n{best_table}",
-      f"Fraction of the constrained neurons at the bound (c = {C:g}, every kernel) in each "
-      f"epoch, mean over seeds.\n\n{fractions}",
+      f"Fraction of the constrained neurons at the bound (max-norm c on every kernel) in "
+      f"each epoch, mean over seeds.\n\n{fractions}",
       f"Per run.\n\n{per_run}"]
 
 
@@ -354,54 +368,99 @@ def _reading(results: Sequence[RunResult]) -> str:
   lines = []
   for optimizer in dict.fromkeys(o for (o, _, _, _), runs in grid.items() if runs):
     # 1. Max-norm over dropout alone, each at its best rate.
-    lr_free, lr_held = best.get((optimizer, DROPOUT, NONE)), best.get(
-        (optimizer, DROPOUT, EVERY_KERNEL))
-    if lr_free is not None and lr_held is not None:
-      d = _paired(grid[optimizer, lr_free, DROPOUT, NONE],
-                  grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL])
+    lr_free = best.get((optimizer, DROPOUT, NONE))
+    for c in bounds(grid, optimizer):
+      held_arm: Arm = (c, "all")
+      lr_held = best.get((optimizer, DROPOUT, held_arm))
+      if lr_free is None or lr_held is None:
+        continue
+      held = grid[optimizer, lr_held, DROPOUT, held_arm]
+      d = compare(grid[optimizer, lr_free, DROPOUT, NONE], held, _acc)
       lines.append(f"- {optimizer}, question 1: " + _verdict(
-          d, f"dropout {DROPOUT:g} + max-norm at its best rate {lr_held:g} minus dropout "
-             f"alone at its best rate {lr_free:g}, test accuracy")
-          + _bound_text(grid[optimizer, lr_held, DROPOUT, EVERY_KERNEL]) + ".")
+          d, f"dropout {DROPOUT:g} + max_norm({c:g}) at its best rate {lr_held:g} minus "
+             f"dropout alone at its best rate {lr_free:g}, test accuracy")
+          + _bound_text(held) + ".")
     # As the Dropout paper's Table 9: each arm against neither, each at its best rate.
     base = best.get((optimizer, 0.0, NONE))
     if base is not None:
-      for dropout, arm in ARMS[1:]:
+      for dropout, arm in arms(grid, optimizer):
         lr = best.get((optimizer, dropout, arm))
-        if lr is not None:
-          d = _paired(grid[optimizer, base, 0.0, NONE], grid[optimizer, lr, dropout, arm])
-          runs = grid[optimizer, lr, dropout, arm]
-          lines.append(f"- {optimizer}: " + _verdict(
-              d, f"{_arm_text(dropout, arm, dense)} (best rate {lr:g}) minus neither (best "
-                 f"rate {base:g}), test accuracy")
-              + (_bound_text(runs) if arm == EVERY_KERNEL else "") + ".")
+        if (dropout, arm) == (0.0, NONE) or lr is None:
+          continue
+        runs = grid[optimizer, lr, dropout, arm]
+        d = compare(grid[optimizer, base, 0.0, NONE], runs, _acc)
+        lines.append(f"- {optimizer}: " + _verdict(
+            d, f"{arm_text(dropout, arm, dense)} (best rate {lr:g}) minus neither (best "
+               f"rate {base:g}), test accuracy")
+            + (_bound_text(runs) if arm != NONE else "") + ".")
     # 2. The highest rate that trains.
     tops = []
-    for dropout, arm in ARMS:
+    for dropout, arm in arms(grid, optimizer):
       top, above = highest_training_rate(grid, optimizer, dropout, arm)
       text = ("every rate had a failure" if top is None
               else f"{top:g}" + ("" if above else " (top of the sweep)"))
-      tops.append(f"{_arm_text(dropout, arm, dense)}: {text}")
+      tops.append(f"{arm_text(dropout, arm, dense)}: {text}")
     lines.append(f"- {optimizer}, question 2, the highest rate at which no run failed: "
                  + "; ".join(tops) + ".")
-    # 3. Interaction, at each rate where all four arms have paired seeds.
+    # 3. Interaction, at each rate where all four arms of a bound have paired seeds.
     for o, lr in _settings(grid):
-      if o != optimizer:
-        continue
-      d = interaction(grid, optimizer, lr)
-      if d is not None:
-        held = [r for dropout in (0.0, DROPOUT)
-                for r in grid.get((optimizer, lr, dropout, EVERY_KERNEL), [])]
-        lines.append(f"- {optimizer} {lr:g}, question 3: " + _verdict(
-            d, "max-norm's effect on test accuracy with dropout minus without")
-            + _bound_text(held) + ".")
+      for c in bounds(grid, optimizer) if o == optimizer else ():
+        d = interaction(grid, optimizer, lr, c)
+        if d is not None:
+          held = [r for dropout in (0.0, DROPOUT)
+                  for r in grid.get((optimizer, lr, dropout, (c, "all")), [])]
+          lines.append(f"- {optimizer} {lr:g}, question 3: " + _verdict(
+              d, f"max_norm({c:g})'s effect on test accuracy with dropout minus without")
+              + _bound_text(held) + ".")
   return "\n".join(lines)
+
+
+# --- Figures (drawn by e4_figures, from what is computed here) --------------------
+
+
+def _accuracy_vs_lr(results: Sequence[RunResult], path: pathlib.Path, label: str
+                    ) -> pathlib.Path:
+  grid, dense = cells(results), dense_name(results)
+  panels = []
+  for optimizer in _optimizers(results):
+    lines = []
+    for dropout, arm in arms(grid, optimizer):
+      points = sorted((lr, runs) for (o, lr, d, a), runs in grid.items()
+                      if (o, d, a) == (optimizer, dropout, arm) and runs)
+      lines.append(e4_figures.Line(
+          arm_text(dropout, arm, dense),
+          [(lr, mean_present(map(_acc, runs)),
+            [(acc, failed(r)) for r in runs if (acc := _acc(r)) is not None])
+           for lr, runs in points]))
+    panels.append(e4_figures.Panel(_title(optimizer), lines))
+  return e4_figures.accuracy_vs_lr(panels, path, label)
+
+
+def _fraction_at_bound(results: Sequence[RunResult], path: pathlib.Path, label: str
+                       ) -> pathlib.Path:
+  grid = cells(results)
+  panels = []
+  for optimizer in _optimizers(results):
+    rates = sorted({lr for (o, lr, _, _) in grid if o == optimizer})
+    curves = [e4_figures.BoundCurve(rates.index(lr), dropout, c, lr, fraction_by_epoch(runs))
+              for (o, lr, dropout, (c, _)), runs in grid.items()
+              if o == optimizer and c is not None and runs]
+    panels.append(e4_figures.Panel(_title(optimizer), curves))
+  return e4_figures.fraction_at_bound(panels, path, label)
+
+
+def _optimizers(results: Sequence[RunResult]) -> list[str]:
+  return list(dict.fromkeys(r.spec.labels["optimizer"] for r in results)) or ["sgd"]
+
+
+def _title(optimizer: str) -> str:
+  return optimizer + (f" (momentum {MOMENTUM:g})" if optimizer == "sgd" else "")
 
 
 EXPERIMENT = Experiment(
     key="e4", slug="e4_dropout_max_norm",
     title="E4: dropout × max-norm × learning rate", claim=CLAIM, schedule="regular",
     runs=_runs, tables=_tables, reading=_reading,
-    plots=(Plot("accuracy_vs_lr", e4_figures.accuracy_vs_lr),
-           Plot("fraction_at_bound", e4_figures.fraction_at_bound)),
+    plots=(Plot("accuracy_vs_lr", _accuracy_vs_lr),
+           Plot("fraction_at_bound", _fraction_at_bound)),
     sets_recipe=True)

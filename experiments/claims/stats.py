@@ -10,12 +10,19 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
 import scipy.stats
 
-__all__ = ["PairedDifference", "fisher_exact", "interval", "paired_difference"]
+__all__ = ["PairedDifference", "fisher_exact", "interval", "mean_present", "paired_difference"]
+
+
+def mean_present(values: Iterable[float | None]) -> float | None:
+  """The mean of the values that are not None (a diverged run's accuracy, a missing
+  epoch); None if there are none."""
+  present = [v for v in values if v is not None]
+  return statistics.mean(present) if present else None
 
 
 class PairedDifference(NamedTuple):

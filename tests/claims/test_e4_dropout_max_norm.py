@@ -1,5 +1,6 @@
 """E4: its design, what counts as a failed run, its questions' numbers, and its report."""
 
+import dataclasses
 import math
 
 import pytest
@@ -12,29 +13,29 @@ from experiments.claims.report import read_sections, render_report
 from experiments.claims.results import RunResult
 
 PROXY = BUDGETS["cpu-proxy"]
-SGD_RATES = (0.001, 0.003, 0.01, 0.03, 0.05, 0.1)
+SGD_RATES = (0.003, 0.01, 0.03, 0.05)
 ADAM_RATES = (1e-3, 3e-3, 1e-2)
+ARMS = [(0.0, None), (0.0, 3.0), (0.5, None), (0.5, 3.0)]
+SGD_ARMS = [*ARMS, (0.0, 1.5), (0.5, 1.5)]  # A bound that binds at SGD's rates, too.
 
 
 def test_cpu_proxy_crosses_dropout_and_max_norm_over_each_optimizers_rates():
   runs = E4.runs(PROXY)
-  cells = {(r.config.optimizer, r.config.learning_rate, r.config.dropout, r.config.max_norm,
-            r.config.constrain) for r in runs}
-  settings = [("sgd", lr) for lr in SGD_RATES] + [("adam", lr) for lr in ADAM_RATES]
-  arms = {(0.0, None), (0.0, 3.0), (0.5, None), (0.5, 3.0)}
-  assert {(o, lr, d, c) for o, lr, d, c, _ in cells} == {
-      (*s, *a) for s in settings for a in arms}
-  assert len(runs) == len(settings) * len(arms) * 3  # 3 seeds per cell; no paired rates yet.
+  cells = {(r.config.optimizer, r.config.learning_rate, r.config.dropout, r.config.max_norm)
+           for r in runs}
+  assert cells == {("sgd", lr, *a) for lr in SGD_RATES for a in SGD_ARMS} | {
+      ("adam", lr, *a) for lr in ADAM_RATES for a in ARMS}
+  assert len(runs) == len(cells) * 3  # 3 seeds per cell; no paired rates yet.
   assert {r.config.constrain for r in runs if r.config.max_norm} == {"all"}  # The paper's.
   assert {r.config.momentum for r in runs if r.config.optimizer == "sgd"} == {0.95}
   assert all(r.config.conv_dropout == 0 and r.config.epochs == 16 for r in runs)
-  # Seed by seed, SGD before Adam, a (rate, seed)'s four arms one after another.
-  assert [r.config.seed for r in runs[:36]] == [0] * 36
-  assert [r.config.optimizer for r in runs[:36]] == ["sgd"] * 24 + ["adam"] * 12
-  first = runs[:4]
+  # Seed by seed, SGD before Adam, a (rate, seed)'s arms one after another.
+  per_seed = len(SGD_RATES) * len(SGD_ARMS) + len(ADAM_RATES) * len(ARMS)
+  assert [r.config.seed for r in runs[:per_seed]] == [0] * per_seed
+  assert [r.config.optimizer for r in runs[:per_seed]] == ["sgd"] * 24 + ["adam"] * 12
+  first = runs[:6]
   assert len({(r.config.learning_rate, r.config.seed) for r in first}) == 1
-  assert [(r.config.dropout, r.config.max_norm) for r in first] == [
-      (0.0, None), (0.0, 3.0), (0.5, None), (0.5, 3.0)]
+  assert [(r.config.dropout, r.config.max_norm) for r in first] == SGD_ARMS
 
 
 def test_paired_rates_add_the_paired_seeds_at_those_rates_only(monkeypatch):
@@ -44,6 +45,10 @@ def test_paired_rates_add_the_paired_seeds_at_those_rates_only(monkeypatch):
   runs = E4.runs(PROXY)
   assert len(runs) == 2 * 4 + 2 * 4
   assert {(r.config.learning_rate, r.config.seed) for r in runs[8:]} == {(0.1, 3), (0.1, 4)}
+  # A further bound is run with and without dropout, at the paired rates too.
+  monkeypatch.setitem(e4.DESIGNS, PROXY.name, dataclasses.replace(design, bounds={
+      "sgd": (3.0, 1.5)}))
+  assert len(E4.runs(PROXY)) == 2 * 6 + 2 * 6
 
 
 def _result(optimizer="sgd", lr=0.01, dropout=0.0, arm=NONE, seed=0, *, val=0.5, test=0.5,
@@ -83,12 +88,12 @@ def test_best_rates_are_chosen_on_validation_and_compared_on_test():
 
 
 def test_the_highest_rate_that_trains_and_whether_a_failing_rate_is_above_it():
-  runs = [_result(lr=0.001), _result(lr=0.003), _result(lr=0.01, seed=1),
-          _result(lr=0.01, diverged=True, train_loss=None), _result(lr=0.03)]
+  runs = [_result(lr=0.003), _result(lr=0.01), _result(lr=0.03, seed=1),
+          _result(lr=0.03, diverged=True, train_loss=None), _result(lr=0.05)]
   grid = e4.cells(runs)
-  assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (0.03, False)
+  assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (0.05, False)
   grid = e4.cells(runs[:4])
-  assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (0.003, True)
+  assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (0.01, True)
   grid = e4.cells([_result(lr=0.01, train_loss=math.log(10))])
   assert e4.highest_training_rate(grid, "sgd", 0.0, NONE) == (None, True)
   assert "no dropout, none: every rate had a failure" in e4._reading(
@@ -116,11 +121,14 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
     labels = r.spec.labels
     if labels["optimizer"] != "sgd" or labels["seed"] > 1:
       continue
-    held = arm_of(r) == EVERY_KERNEL
-    # Dropout + max-norm is 0.02 better than dropout alone; the top rate fails unconstrained.
-    test = 0.5 + 0.02 * (held and labels["dropout"] > 0) + 0.001 * labels["seed"]
-    top = labels["lr"] == 0.1
-    fabricate(r.workdir, r.spec, val=test, test=test, epochs=16, bound=0.3,
+    held = arm_of(r) != NONE
+    # Dropout + max-norm(3) is 0.02 better than dropout alone, max-norm(1.5) 0.01 worse
+    # and never at the bound; the top rate fails unconstrained.
+    bonus = {NONE: 0.0, EVERY_KERNEL: 0.02, (1.5, "all"): -0.01}[arm_of(r)]
+    test = 0.5 + bonus * (labels["dropout"] > 0) + 0.001 * labels["seed"]
+    top = labels["lr"] == 0.05
+    fabricate(r.workdir, r.spec, val=test, test=test, epochs=16,
+              bound=0.0 if arm_of(r) == (1.5, "all") else 0.3,
               diverged_at=5 if top and not held else None)
   results = results_of(E4, PROXY, runs_dir)
   path = render_report(E4, PROXY, results, tmp_path / "out", command="c")
@@ -129,13 +137,21 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
   # The runs set the optimizer and rate: the budget is described without its own.
   assert "- **Budget:** the article's network at conv width 32 and dense width 256, 16 " \
          "epochs on the first 4,000 training images" in section
-  assert ("sgd, question 1: dropout 0.5 + max-norm at its best rate" in section
+  assert ("sgd, question 1: dropout 0.5 + max_norm(3) at its best rate" in section
           and "test accuracy: +0.020 [+0.020, +0.020] over 2 seeds (higher, the interval "
               "excludes 0); the constraint bound in 2 of 2 of these runs." in section)
-  assert ("no dropout, none: 0.05; no dropout, max_norm(3), every kernel: 0.1 (top of the "
+  assert ("sgd, question 1: dropout 0.5 + max_norm(1.5) at its best rate" in section
+          and "test accuracy: -0.010 [-0.010, -0.010] over 2 seeds (lower, the interval "
+              "excludes 0); the constraint bound in 0 of 2 of these runs (so the "
+              "difference is not its doing)." in section)
+  assert ("no dropout, none: 0.03; no dropout, max_norm(3), every kernel: 0.05 (top of the "
           "sweep)" in section)
-  assert "sgd 0.01, question 3: max-norm's effect on test accuracy with dropout minus " \
+  assert "dropout 0.5, max_norm(1.5), every kernel: 0.05 (top of the sweep)." in section
+  assert "sgd 0.01, question 3: max_norm(3)'s effect on test accuracy with dropout minus " \
          "without: +0.020 [+0.020, +0.020] over 2 seeds" in section
+  assert "sgd 0.01, question 3: max_norm(1.5)'s effect on test accuracy with dropout " \
+         "minus without: -0.010 [-0.010, -0.010] over 2 seeds" in section
+  assert "| sgd | 0.01 | 0.5 | 1.5 | 0.000 |" in section  # Fraction at bound, per c.
   assert "adam, question" not in section  # No Adam run yet: nothing said about Adam.
   for plot in ("accuracy_vs_lr", "fraction_at_bound"):
     assert (path.parent / f"cpu-proxy_{plot}.png").read_bytes().startswith(b"\x89PNG")
