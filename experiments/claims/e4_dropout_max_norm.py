@@ -275,7 +275,7 @@ def _tables(results: Sequence[RunResult], budget: Budget) -> list[str]:
   ], settings)
 
   best = best_rates(grid)
-  optimizers = list(dict.fromkeys(o for o, _ in settings))
+  optimizers = list(dict.fromkeys(o for (o, _, _, _), runs in grid.items() if runs))
   rows = []
   for optimizer in optimizers:
     for d, a in arms(grid, optimizer):
@@ -344,11 +344,15 @@ def _fisher(free: Sequence[RunResult], held: Sequence[RunResult]) -> str:
 
 
 def _bound_text(held: Sequence[RunResult]) -> str:
-  """Whether the constraint acted in ``held`` (constrained runs): a difference where it
-  never bound is not its doing (see the notes on rounding)."""
+  """Whether, and how much, the constraint acted in ``held`` (constrained runs): a
+  difference where it never bound is not its doing (see the notes on rounding)."""
   bound = sum(r.bound for r in held)
   text = f"; the constraint bound in {bound} of {len(held)} of these runs"
-  return text + (" (so the difference is not its doing)" if held and not bound else "")
+  if held and not bound:
+    return text + " (so the difference is not its doing)"
+  last = mean_present(r.last_epoch.get("fraction_at_bound") for r in held)
+  return text + ("" if last is None else
+                 f" ({last:.3f} of the neurons at the bound in the last epoch, on average)")
 
 
 def _verdict(d: PairedDifference | None, what: str) -> str:

@@ -139,7 +139,8 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
          "epochs on the first 4,000 training images" in section
   assert ("sgd, question 1: dropout 0.5 + max_norm(3) at its best rate" in section
           and "test accuracy: +0.020 [+0.020, +0.020] over 2 seeds (higher, the interval "
-              "excludes 0); the constraint bound in 2 of 2 of these runs." in section)
+              "excludes 0); the constraint bound in 2 of 2 of these runs (0.300 of the neurons at "
+              "the bound in the last epoch, on average)." in section)
   assert ("sgd, question 1: dropout 0.5 + max_norm(1.5) at its best rate" in section
           and "test accuracy: -0.010 [-0.010, -0.010] over 2 seeds (lower, the interval "
               "excludes 0); the constraint bound in 0 of 2 of these runs (so the "
@@ -152,6 +153,7 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
   assert "sgd 0.01, question 3: max_norm(1.5)'s effect on test accuracy with dropout " \
          "minus without: -0.010 [-0.010, -0.010] over 2 seeds" in section
   assert "| sgd | 0.01 | 0.5 | 1.5 | 0.000 |" in section  # Fraction at bound, per c.
-  assert "adam, question" not in section  # No Adam run yet: nothing said about Adam.
+  assert "adam, question" not in section  # No Adam run yet: nothing said about Adam,
+  assert "| adam | no dropout, none |" not in section  # nor an empty row of its best rates.
   for plot in ("accuracy_vs_lr", "fraction_at_bound"):
     assert (path.parent / f"cpu-proxy_{plot}.png").read_bytes().startswith(b"\x89PNG")
