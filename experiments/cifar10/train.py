@@ -18,6 +18,7 @@ import functools
 import os
 import pathlib
 import time
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import jax
@@ -168,9 +169,10 @@ def _run(config: Config, workdir: pathlib.Path, *, resume: bool, overwrite: bool
 
     steps = compile_steps(config, build_steps(config, graphdef, tx, mesh, state_sharding), state,
                           splits, sizes)
-    state, outcome = _train_epochs(config, workdir, steps, state, splits, sizes=sizes,
-                                   ckpts=ckpts, shuffle_key=shuffle_key,
-                                   first_epoch=(resume_epoch or 0) + 1)
+    state, outcome = _train_epochs(
+        config, workdir, steps, state, splits, sizes=sizes, ckpts=ckpts,
+        shuffle_key=shuffle_key, first_epoch=(resume_epoch or 0) + 1,
+        seconds_so_far=lambda: earlier_seconds + time.perf_counter() - start)
     test_metrics = evaluate(steps.eval_test, state.params, splits[2], steps.eval_batch_size,
                             sizes.test)
     summary = {
@@ -204,9 +206,10 @@ class _Trained(NamedTuple):
 
 def _train_epochs(config: Config, workdir: pathlib.Path, steps: Compiled, state: TrainState,
                   splits: tuple[Split, Split, Split], *, sizes: input_pipeline.SplitSizes,
-                  ckpts: checkpoints.Checkpoints, shuffle_key: jax.Array, first_epoch: int
-                  ) -> tuple[TrainState, _Trained]:
-  """Trains epochs ``first_epoch..config.epochs``: each one's row, then its checkpoint."""
+                  ckpts: checkpoints.Checkpoints, shuffle_key: jax.Array, first_epoch: int,
+                  seconds_so_far: Callable[[], float]) -> tuple[TrainState, _Trained]:
+  """Trains epochs ``first_epoch..config.epochs``: each one's row, then its checkpoint and
+  the run's compute time so far (``seconds_so_far()``)."""
   train, val, _ = splits
   num_train = sizes.train
   with_telemetry = config.max_norm is not None
@@ -261,5 +264,6 @@ def _train_epochs(config: Config, workdir: pathlib.Path, steps: Compiled, state:
       return state, _Trained(val_metrics, steps_run, outcome.diverged_at)
     records.append_metrics(workdir, row)
     ckpts.save(epoch, state, config)
+    workdir_policy.note_time(workdir, seconds_so_far())  # For a resume after a kill.
     tqdm.tqdm.write(f"epoch {epoch}: " + _describe(row))
   return state, _Trained(val_metrics, steps_run, None)

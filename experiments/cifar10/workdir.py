@@ -17,7 +17,10 @@ A workdir holds one run: ``config.json``, ``metrics.jsonl``, ``steps.jsonl``,
 * **A summary describes the records beside it**: it is removed before a
   resumed run changes them, and written again at the end. The compute time
   of the run so far is carried over, so ``total_seconds`` accumulates across
-  resumes.
+  resumes: from the summary of a finished run, or, for a run that stopped
+  before its end (killed, interrupted), from the time noted after its last
+  saved epoch (:func:`note_time`; the part of an epoch after that is redone,
+  and not counted).
 """
 
 from __future__ import annotations
@@ -37,7 +40,7 @@ from experiments.cifar10 import checkpoints, distributed, records
 from experiments.cifar10.configs import Config
 
 __all__ = ["Resumption", "WorkdirError", "check_workdir", "exclusive", "finish",
-           "make_workdir", "open_checkpoints", "start_records"]
+           "make_workdir", "note_time", "open_checkpoints", "start_records"]
 
 LOCK = ".lock"
 REPLACED = "replaced"  # Where ``overwrite`` keeps the old run until the new one is done.
@@ -282,6 +285,13 @@ def _carry_time_primary(workdir: pathlib.Path) -> float:
 
 def _carry_time(workdir: pathlib.Path) -> float:
   return _carry_time_primary(workdir) or 0.0
+
+
+@distributed.primary_only
+def note_time(workdir: pathlib.Path, seconds: float) -> None:
+  """Notes the compute time the run has taken so far (at a checkpoint), for a resume
+  after the run stops before its end."""
+  records.write_text(workdir / _EARLIER, f"{seconds!r}\n")
 
 
 @distributed.primary_only

@@ -10,10 +10,12 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 
 from experiments.cifar10 import epoch_loop, workdir
+from experiments.cifar10 import train as train_module
 from experiments.cifar10.configs import get_config
 from experiments.cifar10.train import train_and_evaluate
 from experiments.cifar10.workdir import WorkdirError
@@ -106,6 +108,39 @@ def test_a_summary_describes_the_records_beside_it_and_time_accumulates(tmp_path
   third = train_and_evaluate(three, path, resume=True)  # Finished: nothing to train.
   assert third["steps"] == second["steps"] and third["test_loss"] == second["test_loss"]
   assert third["total_seconds"] > second["total_seconds"]  # Accumulated, not replaced.
+
+
+@pytest.mark.usefixtures("mock_cifar10")
+def test_a_run_stopped_before_its_summary_keeps_the_time_of_its_saved_epochs(tmp_path, tiny,
+                                                                            monkeypatch):
+  path = tmp_path / "w"
+  config = get_config("smoke", epochs=2, **tiny)
+  with monkeypatch.context() as patch:  # Stopped after epoch 2's checkpoint, before the test.
+    patch.setattr(train_module, "evaluate", _stop_at_call(3, train_module.evaluate))
+    with pytest.raises(KeyboardInterrupt):
+      train_and_evaluate(config, path)
+  assert not (path / "summary.json").exists()
+  rows = (path / "metrics.jsonl").read_text().splitlines()
+  epochs = [json.loads(line)["seconds"] for line in rows]
+  start = time.perf_counter()
+  summary = train_and_evaluate(config, path, resume=True)  # Nothing left to train.
+  resumed = time.perf_counter() - start
+  # The resume's own time, and the first attempt's epochs (and more: its compilation).
+  assert summary["resumed_from_epoch"] == 2
+  assert summary["total_seconds"] > resumed + sum(epochs)
+  assert not (path / ".earlier_seconds").exists()  # Forgotten once the summary is there.
+
+
+def _stop_at_call(n, evaluate):
+  """``evaluate`` that raises KeyboardInterrupt at its ``n``-th call (with 2 epochs: the
+  test split's, after each epoch's validation)."""
+  calls = []
+  def wrapped(*args, **kwargs):
+    calls.append(None)
+    if len(calls) == n:
+      raise KeyboardInterrupt
+    return evaluate(*args, **kwargs)
+  return wrapped
 
 
 def test_an_empty_workdir_flag_exits_2_and_writes_nothing(tmp_path):
