@@ -12,16 +12,21 @@ any other: a damaged one is reported and trained again, never read into a
 table.
 
 Copies are whole or absent: each is written to a temporary sibling directory
-and renamed into place, so an interrupted copy leaves no half run behind.
+and renamed into place, so an interrupted copy leaves no half run behind. A
+kept run carries the SHA-256 of each of its files (``SHA256SUMS``, in
+``sha256sum``'s format); a kept run whose files do not match is not copied
+back (:func:`restore` names the file), so the sweep trains it again and keeps
+the new one in its place.
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
 import pathlib
 import shutil
 import tempfile
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from experiments.cifar10 import records
 from experiments.cifar10 import workdir as workdir_policy
@@ -29,10 +34,16 @@ from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Experiment
 from experiments.claims.host import HOST
 
-__all__ = ["FILES", "archive_of", "restore", "store", "store_missing"]
+__all__ = ["FILES", "SUMS", "KeptRunError", "archive_of", "check", "restore", "store",
+           "store_missing"]
 
 # What a complete run leaves besides its checkpoints: enough to render every table.
 FILES = (records.CONFIG, records.SUMMARY, records.METRICS, records.STEPS, HOST)
+SUMS = "SHA256SUMS"  # Of a kept run's files.
+
+
+class KeptRunError(ValueError):
+  """A kept run's files do not match their checksums; the message names the file."""
 
 
 def archive_of(results_dir: str | pathlib.Path, experiment: Experiment, budget: Budget
@@ -50,6 +61,8 @@ def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
     for name in FILES:
       if (source / name).exists():
         shutil.copyfile(source / name, staging / name)
+    names = sorted(p.name for p in staging.iterdir())
+    (staging / SUMS).write_text("".join(f"{_sha256(staging / n)}  {n}\n" for n in names))
     os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; make it like its siblings.
     old = None
     if target.exists():
@@ -63,6 +76,35 @@ def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
   finally:
     if staging.exists():
       shutil.rmtree(staging)
+
+
+def _sha256(path: pathlib.Path) -> str:
+  return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def check(kept: pathlib.Path) -> None:
+  """Checks a kept run's files against its ``SHA256SUMS``.
+
+  Raises:
+    KeptRunError: a file is missing, changed, or not listed; or there are no sums.
+  """
+  sums = kept / SUMS
+  if not sums.is_file():
+    raise KeptRunError(f"{sums} is missing")
+  listed = {}
+  for n, line in enumerate(sums.read_text().splitlines(), 1):
+    digest, _, name = line.partition("  ")
+    if not digest or not name:
+      raise KeptRunError(f"{sums}, line {n}: not 'SHA256  FILE'")
+    listed[name] = digest
+  for path in sorted(kept.iterdir()):
+    if path.name != SUMS and path.name not in listed:
+      raise KeptRunError(f"{path} is not in {SUMS}")
+  for name, digest in listed.items():
+    if not (kept / name).is_file():
+      raise KeptRunError(f"{kept / name} is missing")
+    if _sha256(kept / name) != digest:
+      raise KeptRunError(f"{kept / name} does not match its SHA-256 in {SUMS}")
 
 
 def _umask() -> int:
@@ -90,22 +132,30 @@ def store_missing(workdirs: Iterable[pathlib.Path], archive: pathlib.Path) -> li
   return stored
 
 
-def restore(workdirs: Iterable[pathlib.Path], archive: pathlib.Path) -> list[str]:
+def restore(workdirs: Iterable[pathlib.Path], archive: pathlib.Path,
+            log: Callable[[str], None] = print) -> list[str]:
   """Copies ``archive / w.name`` into each run directory ``w`` of ``workdirs`` that holds
   no run yet (nothing but a lock file) where the archive holds that run; returns the
   names of the runs copied.
 
   A run directory that holds anything else (a partial run, another config) is left as
-  it is: the runs directory is what the sweep trusts.
+  it is: the runs directory is what the sweep trusts. A kept run that fails
+  :func:`check` is not copied: one line to ``log`` names the file.
   """
   restored = []
   for target in workdirs:
     source = archive / target.name
-    if not (source / records.CONFIG).is_file():
+    if not source.is_dir():
+      continue
+    if target.exists() and {p.name for p in target.iterdir()} - {workdir_policy.LOCK}:
+      continue
+    try:
+      check(source)
+    except KeptRunError as e:
+      log(f"{target.name}: the kept copy is damaged ({e}); not copied, a sweep trains it "
+          f"again")
       continue
     if target.exists():
-      if {p.name for p in target.iterdir()} - {workdir_policy.LOCK}:
-        continue
       shutil.rmtree(target)
     _copy_whole(source, target)
     restored.append(target.name)

@@ -37,7 +37,8 @@ def test_each_complete_run_is_kept_without_its_checkpoints(tmp_path, tiny_budget
   for workdir in _workdirs(tiny_budget, tmp_path / "runs"):
     kept = store / workdir.name  # The records, byte for byte; no checkpoint or lock.
     assert {p.name for p in kept.iterdir()} == {"config.json", "summary.json",
-                                                "metrics.jsonl", "host.json"}
+                                                "metrics.jsonl", "host.json", "SHA256SUMS"}
+    archive.check(kept)
     for name in ("config.json", "metrics.jsonl"):
       assert (kept / name).read_bytes() == (workdir / name).read_bytes()
 
@@ -69,10 +70,14 @@ def test_restore_leaves_a_run_directory_that_holds_a_run(tmp_path, tiny_budget):
 
 
 def test_a_damaged_kept_run_is_trained_again_and_kept_anew(tmp_path, tiny_budget):
+  """Records damaged when they were kept (their checksums match): the sweep's own checks
+  find them, as they would in the runs directory."""
   store = tmp_path / "kept"
   _sweep(tiny_budget, tmp_path / "old", store)
   name = E1.runs(tiny_budget)[2].name
   (store / name / "metrics.jsonl").write_text('{"epoch": 1, "val_accuracy": 0.5')  # Cut off.
+  archive._copy_whole(store / name, store / name)  # Kept so, with matching sums.
+  archive.check(store / name)
   fresh = tmp_path / "new"
   archive.restore(_workdirs(tiny_budget, fresh), store)
   assert [p.status for p in plan_sweep(E1, tiny_budget, fresh)].count("damaged") == 1
@@ -80,6 +85,33 @@ def test_a_damaged_kept_run_is_trained_again_and_kept_anew(tmp_path, tiny_budget
   assert fake.calls == [(name, False)]
   records.read_metrics(store / name)  # The kept copy is the new, whole one.
   assert not list(store.glob(".*"))  # No staging or old copy left behind.
+
+
+@pytest.mark.parametrize("damage, message", [
+    (lambda kept: (kept / "summary.json").write_text('{"test_accuracy": 0.95}'),
+     "summary.json does not match its SHA-256 in SHA256SUMS"),
+    (lambda kept: (kept / "metrics.jsonl").unlink(), "metrics.jsonl is missing"),
+    (lambda kept: (kept / "notes.txt").write_text("x"), "notes.txt is not in SHA256SUMS"),
+    (lambda kept: (kept / "SHA256SUMS").unlink(), "SHA256SUMS is missing"),
+    (lambda kept: (kept / "SHA256SUMS").write_text("garbage\n"),
+     "SHA256SUMS, line 1: not 'SHA256  FILE'"),
+])
+def test_a_kept_run_that_does_not_match_its_checksums_is_named_and_not_copied(
+    tmp_path, tiny_budget, damage, message):
+  store = tmp_path / "kept"
+  _sweep(tiny_budget, tmp_path / "old", store)
+  name = E1.runs(tiny_budget)[1].name
+  damage(store / name)  # A number changed by hand is as damaged as a truncated file.
+  logged = []
+  fresh = tmp_path / "new"
+  restored = archive.restore(_workdirs(tiny_budget, fresh), store, log=logged.append)
+  assert name not in restored and len(restored) == 5
+  (line,) = logged
+  assert line.startswith(f"{name}: the kept copy is damaged (") and message in line
+  assert not (fresh / "tiny" / E1.schedule / name).exists()
+  fake = _sweep(tiny_budget, fresh, store)  # Trained again, and kept anew.
+  assert fake.calls == [(name, False)]
+  archive.check(store / name)
 
 
 def test_report_only_keeps_the_runs_it_reads(tmp_path, tiny_budget, monkeypatch):
