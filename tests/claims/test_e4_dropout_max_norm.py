@@ -25,7 +25,12 @@ def test_cpu_proxy_crosses_dropout_and_max_norm_over_each_optimizers_rates():
            for r in runs}
   assert cells == {("sgd", lr, *a) for lr in SGD_RATES for a in SGD_ARMS} | {
       ("adam", lr, *a) for lr in ADAM_RATES for a in ARMS}
-  assert len(runs) == len(cells) * 3  # 3 seeds per cell; no paired rates yet.
+  # 3 seeds per cell, then seeds 3 and 4 at SGD 0.01 and Adam 1e-3, after them.
+  assert len(runs) == len(cells) * 3 + 2 * (len(SGD_ARMS) + len(ARMS))
+  assert {(r.config.optimizer, r.config.learning_rate, r.config.seed)
+          for r in runs[len(cells) * 3:]} == {(o, lr, s) for o, lr in (("sgd", 0.01),
+                                                                     ("adam", 1e-3))
+                                              for s in (3, 4)}
   assert {r.config.constrain for r in runs if r.config.max_norm} == {"all"}  # The paper's.
   assert {r.config.momentum for r in runs if r.config.optimizer == "sgd"} == {0.95}
   assert all(r.config.conv_dropout == 0 and r.config.epochs == 16 for r in runs)
@@ -133,7 +138,7 @@ def test_report_answers_the_three_questions_from_fabricated_runs(tmp_path, fabri
   results = results_of(E4, PROXY, runs_dir)
   path = render_report(E4, PROXY, results, tmp_path / "out", command="c")
   section = read_sections(path)["cpu-proxy"]
-  assert "- **Runs complete:** 48 of 108" in section
+  assert "- **Runs complete:** 48 of 128" in section
   # The runs set the optimizer and rate: the budget is described without its own.
   assert "- **Budget:** the article's network at conv width 32 and dense width 256, 16 " \
          "epochs on the first 4,000 training images" in section
