@@ -272,7 +272,7 @@ def _carry_time_primary(workdir: pathlib.Path) -> float:
   if summary is not None:
     seconds = summary.get("total_seconds")
     seconds = float(seconds) if isinstance(seconds, (int, float)) else 0.0
-    records.write_text(earlier, f"{seconds!r}\n")
+    note_time(workdir, seconds)
     (workdir / records.SUMMARY).unlink()
     return seconds
   if earlier.exists():

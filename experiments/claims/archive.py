@@ -25,7 +25,6 @@ import hashlib
 import os
 import pathlib
 import shutil
-import tempfile
 from collections.abc import Callable, Iterable
 
 from experiments.cifar10 import records
@@ -56,14 +55,16 @@ def _copy_whole(source: pathlib.Path, target: pathlib.Path) -> None:
   """Copies ``source``'s :data:`FILES` to the directory ``target`` (replacing it), through a
   temporary sibling renamed into place."""
   target.parent.mkdir(parents=True, exist_ok=True)
-  staging = pathlib.Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+  staging = target.parent / f".{target.name}.{os.getpid()}.staging"
+  if staging.exists():  # Left by an earlier process of this pid that was killed.
+    shutil.rmtree(staging)
+  staging.mkdir()
   try:
     for name in FILES:
       if (source / name).exists():
         shutil.copyfile(source / name, staging / name)
     names = sorted(p.name for p in staging.iterdir())
     (staging / SUMS).write_text("".join(f"{_sha256(staging / n)}  {n}\n" for n in names))
-    os.chmod(staging, 0o777 & ~_umask())  # mkdtemp makes it 0700; make it like its siblings.
     old = None
     if target.exists():
       old = target.parent / f".{target.name}.old"
@@ -105,12 +106,6 @@ def check(kept: pathlib.Path) -> None:
       raise KeptRunError(f"{kept / name} is missing")
     if _sha256(kept / name) != digest:
       raise KeptRunError(f"{kept / name} does not match its SHA-256 in {SUMS}")
-
-
-def _umask() -> int:
-  mask = os.umask(0)
-  os.umask(mask)
-  return mask
 
 
 def store(workdir: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:

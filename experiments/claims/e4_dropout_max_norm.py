@@ -74,8 +74,12 @@ class Design:
   def arms(self, optimizer: str) -> tuple[tuple[float, Arm], ...]:
     """(dropout, arm) of ``optimizer``'s runs, in the order a seed trains them: the
     four of :data:`ARMS` (c = 3), then each further bound without and with dropout."""
-    extra = [c for c in self.bounds.get(optimizer, (C,)) if c != C]
-    return ARMS + tuple((d, (c, "all")) for c in extra for d in (0.0, DROPOUT))
+    return _arm_order(self.bounds.get(optimizer, (C,)))
+
+
+def _arm_order(bounds: Sequence[float]) -> tuple[tuple[float, Arm], ...]:
+  """:data:`ARMS` (c = 3), then each other bound of ``bounds`` without and with dropout."""
+  return ARMS + tuple((d, (c, "all")) for c in bounds if c != C for d in (0.0, DROPOUT))
 
 
 # SGD's rates run from an effective step lr / (1 - m) of 0.06 to 1 (at momentum 0.9,
@@ -181,9 +185,7 @@ def arms(grid: dict[Cell, list[RunResult]], optimizer: str | None = None
   seed trains them (as :meth:`Design.arms`): :data:`ARMS`, then each other bound without
   and with dropout."""
   present = {(d, a) for (o, _, d, a) in grid if optimizer in (None, o)}
-  order = [*ARMS, *((d, (c, "all")) for c in bounds(grid, optimizer) if c != C
-                    for d in (0.0, DROPOUT))]
-  return [k for k in order if k in present]
+  return [k for k in _arm_order(bounds(grid, optimizer)) if k in present]
 
 
 def _acc(r: RunResult, split: str = "test") -> float | None:
