@@ -17,6 +17,13 @@ kept run carries the SHA-256 of each of its files (``SHA256SUMS``, in
 ``sha256sum``'s format); a kept run whose files do not match is not copied
 back (:func:`restore` names the file), so the sweep trains it again and keeps
 the new one in its place.
+
+The checksums also guard the runs directory, which has none of its own: a
+complete run whose records are not byte for byte its intact kept copy
+(:func:`mismatch`: a number edited, a byte flipped on disk, the run replaced
+by hand) is damaged to the sweep. Which of the two changed cannot be told, so
+neither is read into a table: the sweep trains the run again and keeps the
+new one.
 """
 
 from __future__ import annotations
@@ -33,8 +40,8 @@ from experiments.claims.budgets import Budget
 from experiments.claims.experiment import Experiment
 from experiments.claims.host import HOST
 
-__all__ = ["FILES", "SUMS", "KeptRunError", "archive_of", "check", "restore", "store",
-           "store_missing"]
+__all__ = ["FILES", "SUMS", "KeptRunError", "archive_of", "check", "intact", "mismatch",
+           "restore", "store", "store_missing"]
 
 # What a complete run leaves besides its checkpoints: enough to render every table.
 FILES = (records.CONFIG, records.SUMMARY, records.METRICS, records.STEPS, HOST)
@@ -83,11 +90,11 @@ def _sha256(path: pathlib.Path) -> str:
   return hashlib.sha256(path.read_bytes()).hexdigest()
 
 
-def check(kept: pathlib.Path) -> None:
-  """Checks a kept run's files against its ``SHA256SUMS``.
+def _read_sums(kept: pathlib.Path) -> dict[str, str]:
+  """``SHA256SUMS`` of ``kept`` as {file name: digest}.
 
   Raises:
-    KeptRunError: a file is missing, changed, or not listed; or there are no sums.
+    KeptRunError: there are no sums, or a line is not "SHA256  FILE".
   """
   sums = kept / SUMS
   if not sums.is_file():
@@ -98,6 +105,16 @@ def check(kept: pathlib.Path) -> None:
     if not digest or not name:
       raise KeptRunError(f"{sums}, line {n}: not 'SHA256  FILE'")
     listed[name] = digest
+  return listed
+
+
+def check(kept: pathlib.Path) -> None:
+  """Checks a kept run's files against its ``SHA256SUMS``.
+
+  Raises:
+    KeptRunError: a file is missing, changed, or not listed; or there are no sums.
+  """
+  listed = _read_sums(kept)
   for path in sorted(kept.iterdir()):
     if path.name != SUMS and path.name not in listed:
       raise KeptRunError(f"{path} is not in {SUMS}")
@@ -106,6 +123,37 @@ def check(kept: pathlib.Path) -> None:
       raise KeptRunError(f"{kept / name} is missing")
     if _sha256(kept / name) != digest:
       raise KeptRunError(f"{kept / name} does not match its SHA-256 in {SUMS}")
+
+
+def intact(kept: pathlib.Path) -> bool:
+  """Whether ``kept`` is a kept run whose files match their checksums."""
+  try:
+    check(kept)
+  except (KeptRunError, OSError):
+    return False
+  return True
+
+
+def mismatch(workdir: pathlib.Path, kept: pathlib.Path) -> str | None:
+  """What tells the records of the run in ``workdir`` apart from its kept copy ``kept``.
+
+  None when the two hold the same :data:`FILES` byte for byte, or when there is no intact
+  kept copy to compare with (a damaged kept copy is replaced by the next store).
+  Otherwise one line naming the first file that differs: the run or its copy changed
+  after the run was kept, and neither can be told to be the true one.
+  """
+  if not intact(kept):
+    return None
+  listed = _read_sums(kept)
+  present = {name for name in FILES if (workdir / name).is_file()}
+  for name in sorted(present | set(listed)):
+    if name not in present:
+      return f"{workdir / name} is missing; the kept copy in {kept} has it"
+    if name not in listed:
+      return f"{workdir / name} is not in the kept copy in {kept}"
+    if _sha256(workdir / name) != listed[name]:
+      return f"{workdir / name} differs from the kept copy in {kept} (SHA-256)"
+  return None
 
 
 def store(workdir: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
@@ -118,10 +166,11 @@ def store(workdir: pathlib.Path, archive: pathlib.Path) -> pathlib.Path:
 
 def store_missing(workdirs: Iterable[pathlib.Path], archive: pathlib.Path) -> list[str]:
   """:func:`store` for each complete run in ``workdirs`` that ``archive`` does not hold
-  yet; returns their names."""
+  yet, or holds only as a damaged copy (one that fails :func:`check`); returns their
+  names."""
   stored = []
   for workdir in workdirs:
-    if not (archive / workdir.name).is_dir():
+    if not intact(archive / workdir.name):
       store(workdir, archive)
       stored.append(workdir.name)
   return stored

@@ -100,7 +100,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if restored:
       print(f"{len(restored)} complete runs copied from {archive} into {args.runs_dir}")
     if args.report_only:
-      plan = plan_sweep(experiment, budget, args.runs_dir)
+      plan = plan_sweep(experiment, budget, args.runs_dir, archive)
     else:
       plan = run_sweep(experiment, budget, args.runs_dir, data_dir=args.data_dir,
                        keep_checkpoints=args.keep_checkpoints, max_runs=args.max_runs,

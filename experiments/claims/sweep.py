@@ -13,11 +13,12 @@ and started again with the same command:
   in its first epoch).
 * ``new``: nothing there yet: trained.
 * ``damaged``: its records cannot be read, or a ``summary.json`` sits next to
-  epoch rows that are not whole: reported (one line naming the file and the
-  problem) and trained again from scratch. The damaged records are set aside
-  in ``replaced/`` until the new run completes (see
-  :mod:`experiments.cifar10.workdir`); a damaged run is never read into a
-  table.
+  epoch rows that are not whole, or (given an ``archive``) they are not byte
+  for byte the run's intact kept copy (:func:`.archive.mismatch`): reported
+  (one line naming the file and the problem) and trained again from scratch.
+  The damaged records are set aside in ``replaced/`` until the new run
+  completes (see :mod:`experiments.cifar10.workdir`); a damaged run is never
+  read into a table.
 
 A directory whose ``config.json`` holds another run's config is never
 overwritten: the sweep stops before training anything and says which. Each run is trained under its
@@ -83,18 +84,30 @@ def _what_was_trained(config: Config) -> dict[str, Any]:
   return {**configs.identity_fields(config), "epochs": config.epochs}
 
 
-def run_status(workdir: pathlib.Path, config: Config) -> Status:
+def run_status(workdir: pathlib.Path, config: Config, kept: pathlib.Path | None = None
+               ) -> Status:
   """Whether ``workdir`` holds a complete or partial run of ``config``, or none.
+
+  Args:
+    workdir: the run's directory.
+    config: the run's config.
+    kept: where the run's kept copy would be (see :mod:`.archive`); a complete run
+      must match an intact one byte for byte. None: not compared.
 
   Raises:
     DamagedRunError: its records cannot be read, or a summary sits next to
-      records that are not whole.
+      records that are not whole, or they differ from the intact kept copy.
     RunConflictError: ``workdir`` holds a run of another config.
   """
   try:
-    return _status(workdir, config)
+    status = _status(workdir, config)
   except records.RecordsError as e:
     raise DamagedRunError(str(e)) from e
+  if status == "complete" and kept is not None:
+    problem = run_archive.mismatch(workdir, kept)
+    if problem is not None:
+      raise DamagedRunError(f"{problem}: the run or its copy changed after it was kept")
+  return status
 
 
 def _status(workdir: pathlib.Path, config: Config) -> Status:
@@ -130,9 +143,10 @@ def _status(workdir: pathlib.Path, config: Config) -> Status:
   return "complete"
 
 
-def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path
-               ) -> list[PlannedRun]:
-  """Every run of ``experiment`` under ``budget`` with its status.
+def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Path,
+               archive: pathlib.Path | None = None) -> list[PlannedRun]:
+  """Every run of ``experiment`` under ``budget`` with its status (a complete run that
+  differs from its intact copy in ``archive`` is damaged; None: not compared).
 
   Raises:
     RunConflictError: one or more run directories hold other configs (all are named).
@@ -141,7 +155,8 @@ def plan_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.P
   for spec in experiment.runs(budget):
     workdir = workdir_of(runs_dir, budget, experiment, spec)
     try:
-      planned.append(PlannedRun(spec, workdir, run_status(workdir, spec.config)))
+      kept = None if archive is None else archive / spec.name
+      planned.append(PlannedRun(spec, workdir, run_status(workdir, spec.config, kept)))
     except DamagedRunError as e:
       planned.append(PlannedRun(spec, workdir, "damaged", str(e)))
     except RunConflictError as e:
@@ -173,7 +188,8 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
       then stop; None: all. For fitting a sweep into a time window.
     archive: where complete runs' records are copied (:func:`.archive.store`),
       each as soon as it completes, and any complete run's that is not there
-      yet; None: nowhere.
+      yet or whose copy there is damaged; a complete run that differs from its
+      intact copy there is damaged (trained again). None: nowhere, no comparison.
     train: ``train(config, workdir, resume=...)``; the pipeline's
       ``train_and_evaluate`` unless a test replaces it.
     log: where progress lines go.
@@ -188,7 +204,7 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
   """
   if max_runs is not None and max_runs < 1:
     raise ValueError(f"max_runs must be >= 1 or None, got {max_runs}.")
-  plan = plan_sweep(experiment, budget, runs_dir)
+  plan = plan_sweep(experiment, budget, runs_dir, archive)
   counts = {s: sum(p.status == s for p in plan)
             for s in ("complete", "partial", "new", "damaged")}
   log(f"{experiment.key} | budget {budget.name} | {len(plan)} runs: {counts['complete']} "
@@ -200,8 +216,9 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
       log(f"stopping after {trained} runs (max_runs); the rest stay for the next sweep")
       break
     with workdir_policy.exclusive(run.workdir):  # One writer per run, across sweeps.
+      kept = None if archive is None else archive / run.spec.name
       try:  # Another sweep may have run it since it was planned.
-        status, problem = run_status(run.workdir, run.spec.config), ""
+        status, problem = run_status(run.workdir, run.spec.config, kept), ""
       except DamagedRunError as e:
         status, problem = "damaged", str(e)
       trained_now = status != "complete"
@@ -217,8 +234,8 @@ def run_sweep(experiment: Experiment, budget: Budget, runs_dir: str | pathlib.Pa
           train(config, run.workdir, resume=status == "partial")
         write_host(run.workdir)
         status = run_status(run.workdir, run.spec.config)
-      if archive is not None and status == "complete" and (
-          trained_now or not (archive / run.spec.name).is_dir()):
+      if kept is not None and status == "complete" and (
+          trained_now or not run_archive.intact(kept)):
         run_archive.store(run.workdir, archive)
       if not keep_checkpoints:
         _drop_checkpoints(run.workdir)

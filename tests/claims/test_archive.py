@@ -114,6 +114,66 @@ def test_a_kept_run_that_does_not_match_its_checksums_is_named_and_not_copied(
   archive.check(store / name)
 
 
+def _edit_summary(workdir):  # Still a valid summary: only a checksum can tell.
+  summary = records.read_summary(workdir)
+  records.write_summary(workdir, {**summary, "test_accuracy": 0.75})
+
+
+@pytest.mark.parametrize("damage, message", [
+    (_edit_summary, "summary.json differs from the kept copy in "),
+    (lambda workdir: (workdir / "host.json").write_text(
+        (workdir / "host.json").read_text().replace('"', "'", 1)),
+     "host.json differs from the kept copy in "),
+    (lambda workdir: records.append_step(workdir, {"step": 1, "loss": 1.0}),
+     "steps.jsonl is not in the kept copy in "),
+    (lambda workdir: (workdir / "host.json").unlink(),
+     "host.json is missing; the kept copy in "),
+])
+def test_a_run_that_differs_from_its_kept_copy_is_damaged_left_out_and_trained_again(
+    tmp_path, tiny_budget, damage, message, capsys, monkeypatch):
+  """The runs directory has no checksums of its own: its kept copy's catch a run changed
+  after it was kept, however plausible the change."""
+  monkeypatch.setitem(BUDGETS, tiny_budget.name, tiny_budget)
+  store, runs = archive.archive_of(tmp_path, E1, tiny_budget), tmp_path / "runs"
+  _sweep(tiny_budget, runs, store)
+  name = E1.runs(tiny_budget)[3].name
+  workdir = _workdirs(tiny_budget, runs)[3]
+  damage(workdir)
+  assert {p.status for p in plan_sweep(E1, tiny_budget, runs)} == {"complete"}  # Unaided.
+  planned = plan_sweep(E1, tiny_budget, runs, store)
+  assert [p.status for p in planned].count("damaged") == 1
+  assert planned[3].status == "damaged" and message in planned[3].problem
+  assert planned[3].problem.endswith("changed after it was kept")
+  # --report-only leaves it out, and keeps the kept copy as it was.
+  before = (store / name / "SHA256SUMS").read_bytes()
+  assert cli_main(["e1", "--budget", "tiny", "--runs-dir", str(runs), "--results-dir",
+                   str(tmp_path), "--report-only"]) == 0
+  assert f"{name}: left out of the report, its records are damaged" in capsys.readouterr().err
+  assert "- **Runs complete:** 5 of 6; not run yet: " + name in (
+      tmp_path / E1.slug / "results.md").read_text()
+  assert (store / name / "SHA256SUMS").read_bytes() == before
+  # A sweep trains it again, keeps the new run, and then the two agree.
+  assert _sweep(tiny_budget, runs, store).calls == [(name, False)]
+  assert archive.mismatch(workdir, store / name) is None
+  assert {p.status for p in plan_sweep(E1, tiny_budget, runs, store)} == {"complete"}
+
+
+def test_a_damaged_kept_copy_of_a_complete_run_is_kept_anew_without_training(tmp_path,
+                                                                             tiny_budget):
+  store, runs = tmp_path / "kept", tmp_path / "runs"
+  _sweep(tiny_budget, runs, store)
+  name = E1.runs(tiny_budget)[0].name
+  (store / name / "summary.json").write_text('{"test_accuracy": 0.95}')
+  assert archive.mismatch(_workdirs(tiny_budget, runs)[0], store / name) is None  # No basis.
+  assert {p.status for p in plan_sweep(E1, tiny_budget, runs, store)} == {"complete"}
+  assert _sweep(tiny_budget, runs, store).calls == []
+  archive.check(store / name)
+  assert archive.mismatch(_workdirs(tiny_budget, runs)[0], store / name) is None
+  (store / name / "metrics.jsonl").unlink()  # And by --report-only's store.
+  assert archive.store_missing(_workdirs(tiny_budget, runs), store) == [name]
+  archive.check(store / name)
+
+
 def test_report_only_keeps_the_runs_it_reads(tmp_path, tiny_budget, monkeypatch):
   monkeypatch.setitem(BUDGETS, tiny_budget.name, tiny_budget)
   _sweep(tiny_budget, tmp_path / "runs", None)
