@@ -108,8 +108,9 @@ def _read_sums(kept: pathlib.Path) -> dict[str, str]:
   return listed
 
 
-def check(kept: pathlib.Path) -> None:
-  """Checks a kept run's files against its ``SHA256SUMS``.
+def check(kept: pathlib.Path) -> dict[str, str]:
+  """Checks a kept run's files against its ``SHA256SUMS``; returns the sums as
+  {file name: digest}.
 
   Raises:
     KeptRunError: a file is missing, changed, or not listed; or there are no sums.
@@ -123,6 +124,7 @@ def check(kept: pathlib.Path) -> None:
       raise KeptRunError(f"{kept / name} is missing")
     if _sha256(kept / name) != digest:
       raise KeptRunError(f"{kept / name} does not match its SHA-256 in {SUMS}")
+  return listed
 
 
 def intact(kept: pathlib.Path) -> bool:
@@ -142,9 +144,10 @@ def mismatch(workdir: pathlib.Path, kept: pathlib.Path) -> str | None:
   Otherwise one line naming the first file that differs: the run or its copy changed
   after the run was kept, and neither can be told to be the true one.
   """
-  if not intact(kept):
+  try:
+    listed = check(kept)
+  except (KeptRunError, OSError):
     return None
-  listed = _read_sums(kept)
   present = {name for name in FILES if (workdir / name).is_file()}
   for name in sorted(present | set(listed)):
     if name not in present:
